@@ -1,0 +1,63 @@
+"""Degradation operators following the official DDRM ``H_functions`` protocol.
+
+Configs under ``conf/degradation`` name a class here as their ``_target_``; every class is
+built as ``Cls(shape=(C, H, W), device=..., dtype=..., **params)``.
+"""
+
+from __future__ import annotations
+
+from ddrm_exp.degradations.base import HFunctions
+from ddrm_exp.degradations.colorization import Colorization
+from ddrm_exp.degradations.compressed_sensing import WalshHadamardCS, fwht
+from ddrm_exp.degradations.denoising import Denoising
+from ddrm_exp.degradations.inpainting import (
+    BoxInpainting,
+    LoremInpainting,
+    Masking,
+    RandomInpainting,
+)
+from ddrm_exp.degradations.kernels import (
+    bicubic_1d,
+    gaussian_1d,
+    kernel_from_spec,
+    keys_cubic,
+    uniform_1d,
+)
+from ddrm_exp.degradations.masks import LOREM_IPSUM, box_mask, lorem_mask, random_mask
+from ddrm_exp.degradations.separable import (
+    BicubicSuperResolution,
+    Deblurring,
+    SeparableOperator,
+    SuperResolution,
+    block_average_matrix,
+    blur_matrix,
+    strided_reflect_matrix,
+)
+
+__all__ = [
+    "LOREM_IPSUM",
+    "BicubicSuperResolution",
+    "BoxInpainting",
+    "Colorization",
+    "Deblurring",
+    "Denoising",
+    "HFunctions",
+    "LoremInpainting",
+    "Masking",
+    "RandomInpainting",
+    "SeparableOperator",
+    "SuperResolution",
+    "WalshHadamardCS",
+    "bicubic_1d",
+    "block_average_matrix",
+    "blur_matrix",
+    "box_mask",
+    "fwht",
+    "gaussian_1d",
+    "kernel_from_spec",
+    "keys_cubic",
+    "lorem_mask",
+    "random_mask",
+    "strided_reflect_matrix",
+    "uniform_1d",
+]

@@ -1,0 +1,137 @@
+"""Inpainting masks as pure functions returning a bool ``(H, W)`` tensor (True = pixel kept).
+
+Masks are per pixel: a missing pixel is missing in every channel. Keeping them apart from the
+operator lets the runner save, show or reuse a mask without building an operator. All of them
+are deterministic given their parameters (the lorem mask given the Pillow version, whose
+bundled font renders it).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+from torch import Tensor
+
+from ddrm_exp.degradations._checks import as_float, as_int
+from ddrm_exp.errors import ConfigError
+
+_RENDER_HEIGHT = 256
+_MAX_RENDER_WIDTH = 8192
+
+__all__ = ["LOREM_IPSUM", "box_mask", "lorem_mask", "random_mask"]
+
+LOREM_IPSUM = (
+    "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor "
+    "incididunt ut labore et dolore magna aliqua. Ut enim ad minim veniam, quis nostrud "
+    "exercitation ullamco laboris nisi ut aliquip ex ea commodo consequat."
+)
+
+
+def _size(height: int, width: int) -> tuple[int, int]:
+    return as_int(height, "Mask height", minimum=1), as_int(width, "Mask width", minimum=1)
+
+
+def random_mask(height: int, width: int, fraction: float = 0.5, seed: int = 0) -> Tensor:
+    """``floor(fraction * H * W)`` pixels missing, drawn uniformly with a seeded generator.
+
+    The official ``inp`` degradation drops half of the pixels (``fraction=0.5``). At least one
+    pixel is always kept.
+    """
+    height, width = _size(height, width)
+    fraction = as_float(fraction, "Inpainting fraction", low=0.0, high=1.0, high_open=True)
+    seed = as_int(seed, "Inpainting seed", minimum=0)
+    total = height * width
+    missing = min(math.floor(fraction * total + 1e-9), total - 1)
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(total, generator=generator)
+    mask = torch.ones(total, dtype=torch.bool)
+    mask[order[:missing]] = False
+    return mask.view(height, width)
+
+
+def box_mask(
+    height: int,
+    width: int,
+    height_frac: float = 0.5,
+    width_frac: float = 0.5,
+    center: Sequence[float] = (0.5, 0.5),
+) -> Tensor:
+    """A rectangular hole of ``height_frac*H x width_frac*W`` pixels centred at ``center``.
+
+    ``center`` is ``(row, col)`` as fractions of ``(H, W)``; the box is clipped at the border.
+    Sizes are rounded to whole pixels.
+    """
+    height, width = _size(height, width)
+    hf = as_float(height_frac, "Box height_frac", low=0.0, high=1.0, low_open=True)
+    wf = as_float(width_frac, "Box width_frac", low=0.0, high=1.0, low_open=True)
+    if isinstance(center, str | bytes) or not isinstance(center, Sequence) or len(center) != 2:
+        raise ConfigError(f"Box center must be a pair (row, col) of fractions, got {center!r}.")
+    cy = as_float(center[0], "Box center row", low=0.0, high=1.0)
+    cx = as_float(center[1], "Box center column", low=0.0, high=1.0)
+    bh, bw = round(hf * height), round(wf * width)
+    top, left = round(cy * height - bh / 2), round(cx * width - bw / 2)
+    rows = torch.arange(height).unsqueeze(1)
+    cols = torch.arange(width).unsqueeze(0)
+    hole = (rows >= top) & (rows < top + bh) & (cols >= left) & (cols < left + bw)
+    return ~hole
+
+
+def lorem_mask(
+    height: int,
+    width: int,
+    text: str = LOREM_IPSUM,
+    font_size_frac: float = 0.08,
+    line_spacing_frac: float = 0.16,
+    stroke_frac: float = 0.05,
+) -> Tensor:
+    """Lines of text over the whole image; text pixels are missing.
+
+    Stands in for the official ``inp_lorem`` mask file, which is not distributed. Pillow's
+    bundled font is drawn at ``font_size_frac * H`` pixels, about one line every
+    ``line_spacing_frac * H`` pixels (evenly spread over the height), thickened by a stroke of
+    ``stroke_frac`` of the font size to look bold; each line is shifted so words do not align
+    in columns. Images shorter than 256 pixels are rendered at a multiple of their size and
+    area-downsampled (a pixel is missing when over half of it is ink), so the mask looks alike
+    at every resolution. The defaults cover about 20-23 % of the pixels.
+    """
+    height, width = _size(height, width)
+    if not isinstance(text, str) or not text.strip():
+        raise ConfigError(f"Lorem mask text must be a non-empty string, got {text!r}.")
+    fs = as_float(font_size_frac, "Lorem font_size_frac", low=0.0, high=1.0, low_open=True)
+    ls = as_float(line_spacing_frac, "Lorem line_spacing_frac", low=0.0, high=1.0, low_open=True)
+    sf = as_float(stroke_frac, "Lorem stroke_frac", low=0.0, high=1.0)
+    # Small images are rendered larger and area-downsampled, so the mask looks the same at
+    # every resolution instead of degenerating into 1-pixel glyphs (capped for very wide ones).
+    scale = max(1, min(math.ceil(_RENDER_HEIGHT / height), _MAX_RENDER_WIDTH // width))
+    big_h, big_w = height * scale, width * scale
+    font_px = max(1, round(fs * big_h))
+    spacing = max(1, round(ls * big_h))
+    stroke = round(sf * font_px)
+    font = ImageFont.load_default(size=font_px)
+    line = " ".join(text.split()) + " "
+    line_len = max(1.0, float(font.getlength(line)))
+    repeats = math.ceil((big_w + line_len) / line_len) + 1
+    long_line = line * repeats
+
+    canvas = Image.new("L", (big_w, big_h), 0)
+    draw = ImageDraw.Draw(canvas)
+    # Evenly spaced line centres; each line shifted by a golden-ratio fraction of its length.
+    lines = max(1, round(big_h / spacing))
+    for k in range(lines):
+        offset = -((k * 0.618034) % 1.0) * line_len
+        draw.text(
+            (offset, (k + 0.5) * big_h / lines),
+            long_line,
+            fill=255,
+            font=font,
+            anchor="lm",
+            stroke_width=stroke,
+            stroke_fill=255,
+        )
+    ink = torch.from_numpy(np.asarray(canvas, dtype=np.float32) / 255.0)
+    text_px = ink.view(height, scale, width, scale).mean(dim=(1, 3)) > 0.5
+    return ~text_px
