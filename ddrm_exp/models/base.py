@@ -1,0 +1,56 @@
+"""The one interface every diffusion prior implements for the samplers."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ddrm_exp.models.schedule import Schedule
+
+
+class DiffusionPrior(nn.Module):
+    """An ε-prediction network together with its β schedule and image geometry.
+
+    ``network(x_t, t)`` takes images in [-1, 1] of shape (B, C, H, W) and timesteps ``t`` as a
+    float tensor of shape (B,), and returns ε (B, C, H, W) or, for networks with a learned
+    variance, (B, 2C, H, W) of which the first C channels are ε.
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        schedule: Schedule,
+        image_size: int | tuple[int, int],
+        channels: int = 3,
+        name: str = "prior",
+    ) -> None:
+        super().__init__()
+        self.network = network
+        self.schedule = schedule
+        self.image_size: tuple[int, int] = (
+            (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        )
+        self.channels = channels
+        self.name = name
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.channels, *self.image_size)
+
+    def eps(self, x_t: Tensor, t: Tensor) -> Tensor:
+        """Predicted noise ε̂(x_t, t), shape (B, C, H, W)."""
+        out = self.network(x_t, t)
+        if out.shape[1] == 2 * self.channels:
+            out = out[:, : self.channels]
+        return out
+
+    def forward(self, x_t: Tensor, t: Tensor) -> Tensor:
+        return self.eps(x_t, t)
+
+    @property
+    def device(self) -> torch.device:
+        for p in self.parameters():
+            return p.device
+        for b in self.buffers():
+            return b.device
+        return torch.device("cpu")
