@@ -1,0 +1,21 @@
+"""ddrm_exp: Denoising Diffusion Restoration Models as a Hydra experiment runner and a library.
+
+Library use::
+
+    import torch
+    from ddrm_exp import DDRM, build_gaussian_prior
+    from ddrm_exp.degradations import SuperResolution  # any H_functions operator
+
+    prior = build_gaussian_prior(image_size=64)
+    H = SuperResolution((3, 64, 64), factor=4)
+    y = H.H(x.flatten(1)) + 2 * 0.05 * torch.randn(x.shape[0], H.m)   # x in [-1, 1]
+    x_hat = DDRM(timesteps=20, eta=0.85, eta_b=1.0).sample(prior, H, y, sigma_y=0.05).x0
+"""
+
+from ddrm_exp.errors import ConfigError
+from ddrm_exp.models.base import DiffusionPrior
+from ddrm_exp.models.schedule import Schedule
+from ddrm_exp.samplers.ddrm import DDRM, SampleResult
+
+__all__ = ["DDRM", "ConfigError", "DiffusionPrior", "SampleResult", "Schedule"]
+__version__ = "0.1.0"

@@ -1,0 +1,51 @@
+"""``python -m ddrm_exp``: the Hydra entry point."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from ddrm_exp.errors import ConfigError
+from ddrm_exp.paths import CONF_DIR
+
+log = logging.getLogger("ddrm_exp")
+
+
+def _context(cfg: DictConfig):  # noqa: ANN202 - returns runner.RunContext, imported lazily
+    from ddrm_exp.runner import RunContext
+
+    hc = HydraConfig.get()
+    output_dir = Path(hc.runtime.output_dir)
+    if hc.mode == RunMode.MULTIRUN:
+        sweep = Path(hc.sweep.dir)
+        group = f"{sweep.parent.name}_{sweep.name}"
+        job_name = f"{group}/{hc.job.num}"
+    else:
+        group = None
+        job_name = f"{output_dir.parent.name}_{output_dir.name}"
+    choices = {k: str(v) for k, v in hc.runtime.choices.items() if not k.startswith("hydra")}
+    return RunContext(output_dir=output_dir, job_name=job_name, group=group, choices=choices)
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+def main(cfg: DictConfig) -> None:
+    try:
+        from ddrm_exp.runner import format_summary, run
+
+        ctx = _context(cfg)
+        summary = run(cfg, ctx)
+    except ConfigError as exc:
+        print(f"ddrm_exp: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    print(format_summary(summary))
+    print(f"Outputs: {ctx.output_dir}")
+
+
+if __name__ == "__main__":
+    main()

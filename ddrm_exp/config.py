@@ -1,0 +1,137 @@
+"""Checks of a composed config, run before anything is built.
+
+Hydra itself rejects unknown group options and misspelt keys (the config is in struct mode); the
+checks here catch values of the right key but the wrong type or range. All problems are reported
+together, as one :class:`ConfigError`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, ListConfig
+
+from ddrm_exp.errors import ConfigError
+
+NUM_TRAIN_TIMESTEPS = 1000
+LOGGER_MODES = ("offline", "online", "disabled")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return (isinstance(v, int | float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def image_size_of(cfg: DictConfig) -> tuple[int, int]:
+    """``model.image_size`` as (H, W); an int means a square image."""
+    size = cfg.model.get("image_size")
+    if _is_int(size) and size > 0:
+        return (size, size)
+    if (
+        isinstance(size, ListConfig | list | tuple)
+        and len(size) == 2
+        and all(_is_int(s) and s > 0 for s in size)
+    ):
+        return (int(size[0]), int(size[1]))
+    raise ConfigError(
+        f"model.image_size must be a positive integer or [height, width], got {size!r}."
+    )
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present; asking for CUDA on a machine without it is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"device={name} was asked for but no CUDA device is available here; "
+            "use device=cpu or device=auto."
+        )
+    return torch.device(name)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise :class:`ConfigError` listing every out-of-range or mistyped value in ``cfg``."""
+    problems: list[str] = []
+
+    def check(ok: bool, message: str) -> None:
+        if not ok:
+            problems.append(message)
+
+    check(_is_int(cfg.get("seed")), f"seed must be an integer, got {cfg.get('seed')!r}")
+    device = cfg.get("device")
+    check(
+        isinstance(device, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", device) is not None,
+        f"device must be one of auto, cpu, cuda, cuda:N, got {device!r}",
+    )
+    bs = cfg.get("batch_size")
+    check(_is_int(bs) and bs >= 1, f"batch_size must be an integer >= 1, got {bs!r}")
+
+    sigma_y = cfg.noise.get("sigma_y")
+    check(
+        _is_number(sigma_y) and 0 <= sigma_y <= 1,
+        f"noise.sigma_y must be a number in [0, 1] (pixel units), got {sigma_y!r}",
+    )
+    assumed = cfg.noise.get("assumed_sigma_y")
+    check(
+        assumed is None or (_is_number(assumed) and 0 <= assumed <= 1),
+        f"noise.assumed_sigma_y must be null or a number in [0, 1], got {assumed!r}",
+    )
+
+    sampler = cfg.sampler
+    steps = sampler.get("timesteps")
+    check(
+        _is_int(steps) and 1 <= steps <= NUM_TRAIN_TIMESTEPS,
+        f"sampler.timesteps must be an integer in 1..{NUM_TRAIN_TIMESTEPS}, got {steps!r}",
+    )
+    for key in ("eta", "eta_b"):
+        if key in sampler:
+            v = sampler.get(key)
+            check(
+                _is_number(v) and 0 <= v <= 1,
+                f"sampler.{key} must be a number in [0, 1], got {v!r}",
+            )
+
+    try:
+        image_size_of(cfg)
+    except ConfigError as exc:
+        problems.append(str(exc).rstrip("."))
+
+    logger = cfg.get("logger")
+    if logger is not None and logger.get("name") == "wandb":
+        mode = logger.get("mode")
+        check(
+            mode in LOGGER_MODES,
+            f"logger.mode must be one of {', '.join(LOGGER_MODES)}, got {mode!r}",
+        )
+    for key in ("ssim", "lpips"):
+        v = cfg.metrics.get(key)
+        check(isinstance(v, bool), f"metrics.{key} must be true or false, got {v!r}")
+    check(isinstance(cfg.get("overwrite"), bool), "overwrite must be true or false")
+    check(isinstance(cfg.get("save_images"), bool), "save_images must be true or false")
+
+    if problems:
+        raise ConfigError("Invalid configuration: " + "; ".join(problems) + ".")
+
+
+def instantiate_config(what: str, node: Any, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` with its errors turned into the user's ConfigError.
+
+    Hydra wraps what a constructor raises in an InstantiationException; our constructors raise
+    ConfigError for bad input, which is unwrapped so its message reaches the user as written.
+    """
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as exc:
+        cause = exc.__cause__
+        if isinstance(cause, ConfigError):
+            raise cause from None
+        raise ConfigError(f"Could not build the {what} from its config: {exc}") from exc

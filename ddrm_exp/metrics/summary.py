@@ -1,0 +1,22 @@
+"""Aggregation of per-image values: means with Student-t 95 % confidence intervals."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+from scipy import stats
+
+
+def mean_ci(values: Iterable[float | None], level: float = 0.95) -> dict[str, float | int | None]:
+    """Mean, standard deviation, half-width of the ``level`` CI and count of the finite values."""
+    vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    n = len(vals)
+    if n == 0:
+        return {"mean": None, "std": None, "ci95": None, "n": 0}
+    mean = sum(vals) / n
+    if n == 1:
+        return {"mean": mean, "std": None, "ci95": None, "n": 1}
+    std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1))
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * std / math.sqrt(n)
+    return {"mean": mean, "std": std, "ci95": half, "n": n}

@@ -1,0 +1,284 @@
+"""One experiment run: dataset -> degradation -> y -> sampler -> metrics -> outputs.
+
+Everything cheap and checkable (config values, dataset root and image sizes, the operator's
+compatibility with the image size) is built before the model, so a bad input fails in seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
+from torch.utils.data import DataLoader, Subset
+from tqdm import tqdm
+
+from ddrm_exp.config import image_size_of, instantiate_config, resolve_device, validate
+from ddrm_exp.degradations.base import HFunctions
+from ddrm_exp.errors import ConfigError
+from ddrm_exp.metrics.image import LPIPSMetric, psnr, ssim
+from ddrm_exp.metrics.summary import mean_ci
+from ddrm_exp.models.base import DiffusionPrior
+from ddrm_exp.samplers.ddrm import draw_noise
+from ddrm_exp.tracking.files import ResultsFile, save_grid, save_png, write_json_atomic
+from ddrm_exp.tracking.trackers import NullTracker, Tracker, WandbTracker
+
+log = logging.getLogger(__name__)
+
+# Streams of per-image randomness, kept apart so that e.g. changing the sampler's step count
+# does not change the measurement noise.
+STREAM_SAMPLER, STREAM_MEASUREMENT = 0, 1
+
+
+def image_generator(seed: int, index: int, stream: int) -> torch.Generator:
+    """A CPU generator for one image, seeded by (seed, dataset index, stream)."""
+    state = np.random.SeedSequence([seed, index, stream]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+@dataclass
+class RunContext:
+    """Names the run for logs and trackers; filled from Hydra by the CLI."""
+
+    output_dir: Path
+    job_name: str = "run"
+    group: str | None = None
+    choices: dict[str, str] | None = None
+
+
+def measure(
+    operator: HFunctions, x: Tensor, sigma_y: float, generators: list[torch.Generator]
+) -> Tensor:
+    """y = Hx + σ_y z on images in [-1, 1], so the noise std there is 2σ_y."""
+    y = operator.H(x.reshape(x.shape[0], -1))
+    if sigma_y > 0:
+        y = y + 2.0 * sigma_y * draw_noise(tuple(y.shape), generators, y.device, y.dtype)
+    return y
+
+
+def residual(operator: HFunctions, x: Tensor, y: Tensor) -> tuple[list[float], list[float]]:
+    """‖Hx - y‖ / ‖y‖ and the RMS of Hx - y in [0, 1] pixel units, per image."""
+    r = operator.H(x.reshape(x.shape[0], -1)) - y
+    rel = (r.norm(dim=1) / y.norm(dim=1).clamp_min(1e-12)).tolist()
+    rms = (r.pow(2).mean(dim=1).sqrt() / 2.0).tolist()
+    return rel, rms
+
+
+def build_tracker(cfg: DictConfig, ctx: RunContext) -> Tracker:
+    logger = cfg.get("logger")
+    if logger is None or logger.get("name") in (None, "none"):
+        return NullTracker()
+    if logger.get("name") == "wandb":
+        return WandbTracker(logger, cfg, ctx.output_dir, ctx.group, ctx.job_name)
+    raise ConfigError(f"logger.name must be 'wandb' or 'none', got {logger.get('name')!r}.")
+
+
+class Metrics:
+    """Per-image metrics of a restoration and of the H⁺y baseline."""
+
+    def __init__(self, cfg: DictConfig, device: torch.device) -> None:
+        self.use_ssim = bool(cfg.metrics.ssim)
+        self.lpips = LPIPSMetric(device, enabled=bool(cfg.metrics.lpips))
+
+    def __call__(
+        self, operator: HFunctions, x_hat: Tensor, x: Tensor, y: Tensor
+    ) -> list[dict[str, float | None]]:
+        values: dict[str, list[Any]] = {"psnr": psnr(x_hat, x)}
+        values["ssim"] = ssim(x_hat, x) if self.use_ssim else [None] * len(x)
+        values["lpips"] = self.lpips(x_hat, x)
+        values["residual_rel"], values["residual_rms"] = residual(operator, x_hat, y)
+        return [{k: v[i] for k, v in values.items()} for i in range(len(x))]
+
+
+def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Means with 95 % CIs of every metric, for the restoration and the baseline."""
+    out: dict[str, Any] = {}
+    for part in ("restored", "baseline"):
+        keys = sorted({k for r in records for k in r.get(part, {})})
+        out[part] = {k: mean_ci(r[part].get(k) for r in records) for k in keys}
+    return out
+
+
+def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
+    """Run one experiment and return its summary (also written to ``summary.json``)."""
+    validate(cfg)
+    device = resolve_device(cfg.device)
+    height, width = image_size_of(cfg)
+    shape = (3, height, width)
+    out_dir = ctx.output_dir
+    choices = ctx.choices or {}
+
+    # Cheap things first: each raises ConfigError on bad input before the model is built.
+    dataset = instantiate_config("dataset", cfg.dataset, image_size=(height, width))
+    if len(dataset) == 0:
+        raise ConfigError("The dataset has no images (check dataset.limit / dataset.start).")
+    operator = instantiate_config("degradation", cfg.degradation, shape=shape, device=device)
+    if not isinstance(operator, HFunctions):
+        raise ConfigError(
+            f"degradation._target_ builds a {type(operator).__name__}, not an HFunctions operator."
+        )
+    sampler = instantiate_config("sampler", cfg.sampler)
+    sigma_y = float(cfg.noise.sigma_y)
+    assumed = cfg.noise.get("assumed_sigma_y")
+    sigma_assumed = sigma_y if assumed is None else float(assumed)
+
+    prior: DiffusionPrior = instantiate_config("model", cfg.model)
+    prior = prior.to(device).eval()
+    if tuple(prior.shape) != shape:
+        raise ConfigError(
+            f"The model takes images of shape {tuple(prior.shape)}, but the run is configured "
+            f"for {shape}; set model.image_size to the model's size."
+        )
+    if not 1 <= sampler.timesteps <= prior.schedule.num_timesteps:
+        raise ConfigError(
+            f"sampler.timesteps={sampler.timesteps} is outside 1..{prior.schedule.num_timesteps}, "
+            "the model's number of diffusion steps."
+        )
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, out_dir / "config_resolved.yaml", resolve=True)
+    results = ResultsFile(out_dir / "results.jsonl", overwrite=bool(cfg.overwrite))
+    todo = [i for i in range(len(dataset)) if not results.done(i)]
+    if len(todo) < len(dataset):
+        log.info(
+            "Resuming: %d of %d images already in results.jsonl",
+            len(dataset) - len(todo),
+            len(dataset),
+        )
+
+    metrics = Metrics(cfg, device)
+    tracker = build_tracker(cfg, ctx)
+    seed = int(cfg.seed)
+    grid_rows: list[list[Tensor]] = []
+    loader = DataLoader(Subset(dataset, todo), batch_size=int(cfg.batch_size), shuffle=False)
+    try:
+        for batch in tqdm(
+            loader, desc=f"{ctx.job_name} {sampler.name}", unit="batch", disable=None
+        ):
+            x = batch["image"].to(device)
+            indices = [int(i) for i in batch["index"]]
+            names = list(batch["name"])
+            y = measure(
+                operator,
+                x,
+                sigma_y,
+                [image_generator(seed, i, STREAM_MEASUREMENT) for i in indices],
+            )
+            gens = [image_generator(seed, i, STREAM_SAMPLER) for i in indices]
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            result = sampler.sample(prior, operator, y, sigma_assumed, generator=gens)
+            x_hat = result.x0
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            seconds = time.perf_counter() - start
+            baseline = operator.H_pinv(y).reshape(x.shape)
+            restored_m = metrics(operator, x_hat, x, y)
+            baseline_m = metrics(operator, baseline, x, y)
+            for j, (index, name) in enumerate(zip(indices, names, strict=True)):
+                paths: dict[str, Path] = {}
+                if cfg.save_images:
+                    stem = f"{index:05d}_{name}"
+                    for kind, img in (
+                        ("original", x[j]),
+                        ("pinv", baseline[j]),
+                        ("restored", x_hat[j]),
+                    ):
+                        paths[kind] = out_dir / "images" / f"{stem}_{kind}.png"
+                        save_png(img, paths[kind])
+                if len(grid_rows) < int(cfg.grid_max_images):
+                    grid_rows.append([x[j].cpu(), baseline[j].cpu(), x_hat[j].cpu()])
+                record = {
+                    "index": index,
+                    "name": name,
+                    "degradation": choices.get("degradation"),
+                    "sampler": sampler.name,
+                    "model": choices.get("model"),
+                    "sigma_y": sigma_y,
+                    "assumed_sigma_y": sigma_assumed,
+                    "seed": seed,
+                    "nfe": result.nfe,
+                    "seconds": seconds / len(indices),
+                    "batch_size": len(indices),
+                    "restored": restored_m[j],
+                    "baseline": baseline_m[j],
+                }
+                results.append(record)
+                tracker.log_result(record, paths)
+
+        records = [results.records[i] for i in sorted(results.records)]
+        grid_path = out_dir / "grid.png"
+        save_grid(grid_rows, grid_path)
+        summary = build_summary(
+            cfg, records, choices, sampler.name, lpips_note=metrics.lpips.reason
+        )
+        write_json_atomic(out_dir / "summary.json", summary)
+        tracker.log_summary(summary, grid_path if grid_rows else None)
+    finally:
+        tracker.finish()
+    return summary
+
+
+def build_summary(
+    cfg: DictConfig,
+    records: list[dict[str, Any]],
+    choices: dict[str, str],
+    sampler_name: str,
+    lpips_note: str | None,
+) -> dict[str, Any]:
+    seconds = [float(r["seconds"]) for r in records]
+    nfe = int(records[0]["nfe"]) if records else 0
+    # NFE/s counts one batched network call as one evaluation, as the report's tables do; each
+    # record holds its batch's time divided by the batch size.
+    batch_seconds = sum(seconds)
+    batches = sum(1.0 / r["batch_size"] for r in records)
+    summary: dict[str, Any] = {
+        "count": len(records),
+        "nfe": nfe,
+        "seconds_per_image": sum(seconds) / len(seconds) if seconds else None,
+        "nfe_per_s": (nfe * batches / batch_seconds) if batch_seconds > 0 else None,
+        "degradation": choices.get("degradation"),
+        "model": choices.get("model"),
+        "dataset": choices.get("dataset"),
+        "sampler": sampler_name,
+        "sigma_y": float(cfg.noise.sigma_y),
+        "timesteps": int(cfg.sampler.timesteps),
+        "eta": cfg.sampler.get("eta"),
+        "eta_b": cfg.sampler.get("eta_b"),
+        "seed": int(cfg.seed),
+        **summarize(records),
+    }
+    if lpips_note:
+        summary["lpips_note"] = lpips_note
+    return summary
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """A few human-readable lines for the terminal."""
+
+    def fmt(stat: dict[str, Any] | None) -> str:
+        if not stat or stat.get("mean") is None:
+            return "n/a"
+        ci = stat.get("ci95")
+        return f"{stat['mean']:.3f}" + (
+            f" ± {ci:.3f}" if ci is not None and math.isfinite(ci) else ""
+        )
+
+    lines = [
+        f"{summary['count']} images, {summary['nfe']} NFE, "
+        f"{summary['seconds_per_image']:.3f} s/image, {summary['nfe_per_s']:.2f} NFE/s",
+    ]
+    for key in ("psnr", "ssim", "lpips"):
+        r = summary["restored"].get(key)
+        b = summary["baseline"].get(key)
+        if r and r.get("mean") is not None:
+            lines.append(f"  {key:6s} restored {fmt(r):>18s}   H⁺y baseline {fmt(b):>18s}")
+    return "\n".join(lines)

@@ -1,0 +1,148 @@
+"""``python -m ddrm_exp`` end to end: single runs, a multirun, wandb offline files, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["sampler.timesteps=4", "metrics.lpips=false", "dataset.limit=2", "batch_size=2"]
+
+
+def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HYDRA_FULL_ERROR", "WANDB_"))}
+    env["WANDB_SILENT"] = "true"
+    return subprocess.run(
+        [sys.executable, "-m", "ddrm_exp", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def read_results(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
+
+
+def test_default_run_beats_pinv_and_writes_outputs(tmp_path: Path) -> None:
+    """The README's main command, as is, except where it writes."""
+    run_dir = tmp_path / "run"
+    proc = run_cli([f"hydra.run.dir={run_dir}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"Outputs: {run_dir}" in proc.stdout
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["count"] == 4 and summary["nfe"] == 20
+    assert summary["degradation"] == "inpaint_random" and summary["model"] == "gaussian"
+    assert summary["restored"]["psnr"]["mean"] > summary["baseline"]["psnr"]["mean"]
+    assert summary["restored"]["psnr"]["ci95"] is not None
+    assert summary["seconds_per_image"] > 0 and summary["nfe_per_s"] > 0
+    records = read_results(run_dir)
+    assert sorted(r["index"] for r in records) == [0, 1, 2, 3]
+    for r in records:
+        assert set(r["restored"]) >= {"psnr", "ssim", "lpips", "residual_rel", "residual_rms"}
+        stem = f"{r['index']:05d}_{r['name']}"
+        for kind in ("original", "pinv", "restored"):
+            assert (run_dir / "images" / f"{stem}_{kind}.png").is_file()
+    assert (run_dir / "grid.png").is_file()
+    assert (run_dir / ".hydra" / "config.yaml").is_file()
+    assert (run_dir / "config_resolved.yaml").is_file()
+    # default logger: wandb offline, inside the run directory
+    assert list((run_dir / "wandb").glob("offline-run-*")), "no offline wandb run written"
+
+
+def test_issue_example_overrides(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    proc = run_cli(
+        [
+            "degradation=sr4",
+            "noise.sigma_y=0.05",
+            "sampler.timesteps=20",
+            "sampler.eta=0.85",
+            "sampler.eta_b=1.0",
+            "device=cpu",
+            "logger=none",
+            "metrics.lpips=false",
+            "dataset.limit=1",
+            f"hydra.run.dir={run_dir}",
+        ],
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cfg = (run_dir / "config_resolved.yaml").read_text()
+    assert "eta_b: 1.0" in cfg and "sigma_y: 0.05" in cfg
+
+
+def test_multirun_one_dir_per_job_one_wandb_group(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    proc = run_cli(
+        [
+            "-m",
+            "degradation=sr4,colorize",
+            "noise.sigma_y=0.0",
+            "logger=wandb",
+            "save_images=false",
+            *FAST,
+            f"hydra.sweep.dir={sweep}",
+        ],
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
+    assert [p.name for p in jobs] == ["0", "1"]
+    degs = sorted(json.loads((j / "summary.json").read_text())["degradation"] for j in jobs)
+    assert degs == ["colorize", "sr4"]
+    groups = set()
+    for j in jobs:
+        runs = list((j / "wandb").glob("offline-run-*"))
+        assert len(runs) == 1
+        groups.add(json.loads((j / "wandb_run.json").read_text())["group"])
+    assert len(groups) == 1 and sweep.name in groups.pop()
+
+
+def test_rerun_in_same_dir_resumes(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    args = ["logger=none", "save_images=false", *FAST, f"hydra.run.dir={run_dir}"]
+    assert run_cli(args, cwd=tmp_path).returncode == 0
+    first = read_results(run_dir)
+    lines = (run_dir / "results.jsonl").read_text().splitlines()
+    (run_dir / "results.jsonl").write_text(lines[0] + "\n" + lines[1][:15])  # a torn last line
+    assert run_cli(args, cwd=tmp_path).returncode == 0
+    second = read_results(run_dir)
+    assert [r["index"] for r in second] == [0, 1]
+    assert second[0] == first[0]
+    assert second[1]["restored"]["psnr"] == pytest.approx(first[1]["restored"]["psnr"], abs=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["degradation=sr5"], ["degradation/sr5", "sr4"]),
+        (["sampler.timestep=20"], ["timestep"]),
+        (["noise.sigma_y=-0.1"], ["noise.sigma_y", "-0.1"]),
+        (["sampler.timesteps=0"], ["sampler.timesteps", "1..1000"]),
+        (["sampler.timesteps=5000"], ["sampler.timesteps", "5000"]),
+        (["degradation=sr4", "model.image_size=30"], ["30", "4"]),
+        (["dataset=folder", "dataset.root=/nonexistent/images"], ["/nonexistent/images"]),
+        (
+            ["device=cuda"] if not __import__("torch").cuda.is_available() else ["device=bogus"],
+            ["device"],
+        ),
+    ],
+)
+def test_bad_input_short_error_no_traceback(
+    tmp_path: Path, args: list[str], needles: list[str]
+) -> None:
+    proc = run_cli([*args, "logger=none", f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
+    message = proc.stderr + proc.stdout
+    for needle in needles:
+        assert needle in message, message
+    assert not (tmp_path / "run" / "results.jsonl").exists()
