@@ -92,6 +92,9 @@ def validate(cfg: DictConfig) -> None:
         _is_int(steps) and 1 <= steps <= NUM_TRAIN_TIMESTEPS,
         f"sampler.timesteps must be an integer in 1..{NUM_TRAIN_TIMESTEPS}, got {steps!r}",
     )
+    if "grad_scale" in sampler:
+        v = sampler.get("grad_scale")
+        check(_is_number(v) and v >= 0, f"sampler.grad_scale must be a number >= 0, got {v!r}")
     for key in ("eta", "eta_b"):
         if key in sampler:
             v = sampler.get(key)

@@ -200,7 +200,7 @@ class DDRM:
             a_t = sched.alpha_bar(t)
             sigma_t, sigma_next = ve_sigma(t), ve_sigma(t_next)
             t_batch = torch.full((batch,), float(t), device=device, dtype=dtype)
-            eps = self.predict_eps(prior, x_t, t_batch)
+            eps, correction = self.network_step(prior, operator, sp, x_t, t_batch, a_t, y)
             x0 = (x_t - math.sqrt(1.0 - a_t) * eps) / math.sqrt(a_t)
             if return_trajectory:
                 trajectory.append(x0.detach().cpu())
@@ -209,9 +209,24 @@ class DDRM:
             x0_bar = x_bar_mod - sigma_t * eps_bar
             z_bar = operator.Vt(draw_noise(shape, generator, device, dtype).reshape(batch, -1))
             x_bar_mod = self.step_spectral(sp, x0_bar, eps_bar, z_bar, sigma_next, sigma_0)
+            if correction is not None:
+                x_bar_mod = x_bar_mod - correction
             x_t = math.sqrt(sched.alpha_bar(t_next)) * operator.V(x_bar_mod).reshape(shape)
         return SampleResult(x0=x0, nfe=len(seq), trajectory=trajectory)
 
-    def predict_eps(self, prior: DiffusionPrior, x_t: Tensor, t: Tensor) -> Tensor:
+    def network_step(
+        self,
+        prior: DiffusionPrior,
+        operator: HFunctions,
+        sp: _Spectral,
+        x_t: Tensor,
+        t: Tensor,
+        alpha_bar_t: float,
+        y: Tensor,
+    ) -> tuple[Tensor, Tensor | None]:
+        """ε̂(x_t, t) and an optional spectral correction subtracted from x̄_{t-1}.
+
+        DDRM has no correction; DDRM+MCG overrides this to add its manifold constraint gradient.
+        """
         with torch.no_grad():
-            return prior.eps(x_t, t)
+            return prior.eps(x_t, t), None

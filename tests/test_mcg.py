@@ -1,0 +1,132 @@
+"""DDRM+MCG: reduces to DDRM at α = 0, its gradient is the true gradient, and it acts only
+where it is told to."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from torch import Tensor, nn
+
+from ddrm_exp.degradations.base import HFunctions
+from ddrm_exp.errors import ConfigError
+from ddrm_exp.models.base import DiffusionPrior
+from ddrm_exp.models.schedule import Schedule
+from ddrm_exp.samplers import DDRM, MCG, mcg_gradient
+from ddrm_exp.samplers.mcg import measurement_loss
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+class TinyNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.conv = nn.Conv2d(3, 3, 3, padding=1).double()
+        with torch.no_grad():
+            self.conv.weight.copy_(0.3 * torch.randn(self.conv.weight.shape, generator=g))
+            self.conv.bias.copy_(0.1 * torch.randn(self.conv.bias.shape, generator=g))
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        return torch.tanh(self.conv(x)) * (1 + t.view(-1, 1, 1, 1).double() / 1000)
+
+
+def prior(size: int = 8) -> DiffusionPrior:
+    return DiffusionPrior(TinyNet(), Schedule.linear(), size, 3, "tiny-test")
+
+
+def op(name: str, size: int = 8) -> HFunctions:
+    cfg = OmegaConf.load(CONF / "degradation" / f"{name}.yaml")
+    return instantiate(cfg, shape=(3, size, size), dtype=torch.float64)
+
+
+def data(operator: HFunctions, size: int = 8) -> tuple[Tensor, Tensor]:
+    g = torch.Generator().manual_seed(3)
+    x = 2 * torch.rand((2, 3, size, size), generator=g, dtype=torch.float64) - 1
+    return x, operator.H(x.flatten(1))
+
+
+@pytest.mark.parametrize("name", ["colorize", "inpaint_lorem", "denoise", "sr2"])
+def test_alpha_zero_equals_ddrm(name: str) -> None:
+    operator = op(name)
+    _, y = data(operator)
+    gens = lambda: [torch.Generator().manual_seed(i) for i in range(2)]  # noqa: E731
+    ddrm = DDRM(6, 1.0, 0.8).sample(prior(), operator, y, 0.0, generator=gens()).x0
+    mcg = MCG(6, 1.0, 0.8, grad_scale=0.0).sample(prior(), operator, y, 0.0, generator=gens()).x0
+    assert torch.equal(ddrm, mcg)
+
+
+@pytest.mark.parametrize("norm", ["squared", "plain"])
+@pytest.mark.parametrize("weighting", ["identity", "pinv"])
+def test_gradient_matches_finite_differences(norm: str, weighting: str) -> None:
+    operator = op("sr2")
+    x, y = data(operator)
+    p = prior()
+    t = torch.full((2,), 400.0, dtype=torch.float64)
+    a = p.schedule.alpha_bar(400)
+    g = torch.Generator().manual_seed(9)
+    x_t = math.sqrt(a) * x + math.sqrt(1 - a) * torch.randn(
+        x.shape, generator=g, dtype=torch.float64
+    )
+    _, grad = mcg_gradient(p, operator, x_t, t, a, y, norm, weighting)
+
+    def loss(z: Tensor) -> float:
+        with torch.no_grad():
+            x0 = (z - math.sqrt(1 - a) * p.eps(z, t)) / math.sqrt(a)
+            return float(measurement_loss(operator, x0, y, norm, weighting))
+
+    for k in range(5):
+        direction = torch.randn(x.shape, generator=g, dtype=torch.float64)
+        h = 1e-6
+        fd = (loss(x_t + h * direction) - loss(x_t - h * direction)) / (2 * h)
+        assert float((grad * direction).sum()) == pytest.approx(fd, rel=1e-6, abs=1e-8), k
+
+
+def test_nullspace_update_leaves_measured_components_untouched() -> None:
+    operator = op("inpaint_random")
+    x, y = data(operator)
+    p = prior()
+    sp = DDRM._spectral(operator, y)
+    t = torch.full((2,), 300.0, dtype=torch.float64)
+    a = p.schedule.alpha_bar(300)
+    x_t = math.sqrt(a) * x + math.sqrt(1 - a) * torch.randn(x.shape, dtype=torch.float64)
+    for apply_to in ("nullspace", "all"):
+        sampler = MCG(grad_scale=2.0, apply_to=apply_to)
+        eps, correction = sampler.network_step(p, operator, sp, x_t, t, a, y)
+        assert correction is not None
+        measured = sp.measured.expand_as(correction)
+        if apply_to == "nullspace":
+            assert torch.all(correction[measured] == 0)
+            assert correction[~measured].abs().max() > 0
+        else:
+            assert correction[measured].abs().max() > 0
+        with torch.no_grad():
+            assert torch.equal(eps, p.eps(x_t, t))
+
+
+def test_mcg_changes_the_result_and_keeps_no_graph() -> None:
+    operator = op("colorize")
+    _, y = data(operator)
+    gens = lambda: [torch.Generator().manual_seed(i) for i in range(2)]  # noqa: E731
+    ddrm = DDRM(6, 1.0, 0.8).sample(prior(), operator, y, 0.0, generator=gens()).x0
+    out = MCG(6, 1.0, 0.8, grad_scale=1.0).sample(prior(), operator, y, 0.0, generator=gens()).x0
+    assert not torch.allclose(ddrm, out)
+    assert not out.requires_grad and out.grad_fn is None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({"apply_to": "everything"}, "apply_to"),
+        ({"norm": "l1"}, "norm"),
+        ({"weighting": "noise"}, "weighting"),
+        ({"grad_scale": -1.0}, "grad_scale"),
+    ],
+)
+def test_bad_options(kwargs: dict, needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle):
+        MCG(**kwargs)
