@@ -71,6 +71,12 @@ def residual(operator: HFunctions, x: Tensor, y: Tensor) -> tuple[list[float], l
     return rel, rms
 
 
+def sampler_params(cfg: DictConfig) -> dict[str, Any]:
+    """The sampler's settings as recorded with every result (``_target_`` left out)."""
+    values = OmegaConf.to_container(cfg.sampler, resolve=True)
+    return {k: v for k, v in values.items() if not str(k).startswith("_")}  # type: ignore[union-attr]
+
+
 def build_tracker(cfg: DictConfig, ctx: RunContext) -> Tracker:
     logger = cfg.get("logger")
     if logger is None or logger.get("name") in (None, "none"):
@@ -153,6 +159,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
             len(dataset),
         )
 
+    params = sampler_params(cfg)
     metrics = Metrics(cfg, device)
     tracker = build_tracker(cfg, ctx)
     seed = int(cfg.seed)
@@ -201,6 +208,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
                     "name": name,
                     "degradation": choices.get("degradation"),
                     "sampler": sampler.name,
+                    "sampler_params": params,
                     "model": choices.get("model"),
                     "sigma_y": sigma_y,
                     "assumed_sigma_y": sigma_assumed,
@@ -249,6 +257,7 @@ def build_summary(
         "model": choices.get("model"),
         "dataset": choices.get("dataset"),
         "sampler": sampler_name,
+        "sampler_params": sampler_params(cfg),
         "sigma_y": float(cfg.noise.sigma_y),
         "timesteps": int(cfg.sampler.timesteps),
         "eta": cfg.sampler.get("eta"),
