@@ -11,7 +11,7 @@ help: ## list the targets
 setup: ## create $(VENV) and install the project with its dev tools (no GPU, no network needed at run time)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -e '.[dev]'
+	$(PY) -m pip install -e '.[dev,hf]'
 
 test: ## the test suite, CPU only (slow tests excluded)
 	$(PY) -m pytest -q -m "not slow"

@@ -3,8 +3,9 @@
 Library use::
 
     import torch
-    from ddrm_exp import DDRM, build_gaussian_prior
+    from ddrm_exp import DDRM
     from ddrm_exp.degradations import SuperResolution  # any H_functions operator
+    from ddrm_exp.models.gaussian import build_gaussian_prior
 
     prior = build_gaussian_prior(image_size=64)
     H = SuperResolution((3, 64, 64), factor=4)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -52,7 +53,10 @@ class LPIPSMetric:
         try:
             import lpips  # imported lazily: it is slow and prints on import
 
-            self.model = lpips.LPIPS(net="alex", verbose=False).to(device).eval()
+            with warnings.catch_warnings():
+                # lpips calls torchvision's deprecated `pretrained=` API; not ours to fix
+                warnings.simplefilter("ignore", UserWarning)
+                self.model = lpips.LPIPS(net="alex", verbose=False).to(device).eval()
         except Exception as exc:  # offline, no cached backbone, or any load failure
             self.reason = (
                 f"LPIPS unavailable ({type(exc).__name__}: {exc}); its AlexNet backbone must be "

@@ -1,0 +1,225 @@
+"""Train a small DDPM prior on the photos scikit-image ships (never the held-out ones).
+
+    python scripts/train_prior.py                          # model=tiny, resumes if state exists
+    python scripts/train_prior.py train.steps=40000 train.batch_size=32 device=cuda
+    python scripts/train_prior.py export=ddrm_exp/assets/tiny.safetensors   # write EMA weights
+
+The run directory (``out_dir``) holds ``state.pt`` (model, EMA, optimiser, step, RNG state),
+written atomically every ``train.ckpt_every`` steps, so a killed run continues where it stopped
+with the same command, and ``loss.jsonl`` (one line per ``train.log_every`` steps).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from safetensors.torch import save_file
+from tqdm import tqdm
+
+from ddrm_exp.config import resolve_device
+from ddrm_exp.datasets import load_sample_photos
+from ddrm_exp.errors import ConfigError
+from ddrm_exp.models.ddpm_unet import DDPMUNet, ddpm_unet
+from ddrm_exp.models.schedule import Schedule
+from ddrm_exp.paths import CONF_DIR
+
+log = logging.getLogger("train_prior")
+
+
+class CropSampler:
+    """Random square crops of the training photos at random scales, resized to ``size``.
+
+    The scale is drawn log-uniformly between a crop of ``min_frac`` of the photo's short side and
+    the whole short side, so the model sees both whole photos shrunk to ``size`` (what the
+    evaluation images look like) and close-ups (more texture per step).
+    """
+
+    def __init__(self, photos: list[np.ndarray], size: int, min_frac: float, seed: int) -> None:
+        self.photos = [torch.from_numpy(np.ascontiguousarray(p)).permute(2, 0, 1) for p in photos]
+        self.size = size
+        self.min_frac = min_frac
+        self.rng = np.random.default_rng(seed)
+        areas = np.array([p.shape[1] * p.shape[2] for p in self.photos], dtype=np.float64)
+        self.weights = np.sqrt(areas) / np.sqrt(areas).sum()  # larger photos hold more crops
+
+    def state(self) -> dict[str, Any]:
+        return self.rng.bit_generator.state
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = state
+
+    def batch(self, n: int) -> torch.Tensor:
+        out = []
+        for _ in range(n):
+            photo = self.photos[self.rng.choice(len(self.photos), p=self.weights)]
+            _, h, w = photo.shape
+            short = min(h, w)
+            lo = max(self.size, int(self.min_frac * short))
+            side = int(round(math.exp(self.rng.uniform(math.log(lo), math.log(short)))))
+            top = int(self.rng.integers(0, h - side + 1))
+            left = int(self.rng.integers(0, w - side + 1))
+            crop = photo[:, top : top + side, left : left + side].float().unsqueeze(0) / 255.0
+            crop = F.interpolate(crop, size=(self.size, self.size), mode="bilinear", antialias=True)
+            if self.rng.random() < 0.5:
+                crop = crop.flip(-1)
+            out.append(crop.clamp(0, 1) * 2 - 1)
+        return torch.cat(out)
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def export_ema(ema: DDPMUNet, path: Path, meta: dict[str, str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().float().cpu().contiguous() for k, v in ema.state_dict().items()}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+
+
+def train(cfg: DictConfig) -> None:
+    model_cfg = cfg.model
+    if model_cfg.get("arch") != "ddpm":
+        raise ConfigError(
+            f"train_prior trains DDPM UNets (model.arch=ddpm), got {model_cfg.get('arch')!r}."
+        )
+    size = int(model_cfg.image_size)
+    tc = cfg.train
+    if cfg.data.split == "heldout" or cfg.data.split == "all":
+        raise ConfigError(
+            f"data.split={cfg.data.split} would train on the held-out evaluation photos; use train."
+        )
+    device = resolve_device(cfg.device)
+    if tc.threads:
+        torch.set_num_threads(int(tc.threads))
+    out_dir = Path(cfg.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, out_dir / "train_config.yaml", resolve=True)
+
+    torch.manual_seed(int(tc.seed))
+    net = ddpm_unet(size, **OmegaConf.to_container(model_cfg.network, resolve=True)).to(device)
+    ema = ddpm_unet(size, **OmegaConf.to_container(model_cfg.network, resolve=True)).to(device)
+    ema.load_state_dict(net.state_dict())
+    ema.requires_grad_(False)
+    opt = torch.optim.AdamW(net.parameters(), lr=float(tc.lr), weight_decay=0.0)
+    schedule = Schedule.linear()
+    abar = schedule.alphas_cumprod.float().to(device)
+    photos = [p for _, p in load_sample_photos(cfg.data.split)]
+    crops = CropSampler(photos, size, float(cfg.data.min_crop_frac), int(tc.seed))
+    gen = torch.Generator(device="cpu").manual_seed(int(tc.seed) + 1)
+
+    state_path = out_dir / "state.pt"
+    step, elapsed = 0, 0.0
+    if state_path.exists():
+        state = torch.load(state_path, map_location=device, weights_only=True)
+        net.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        opt.load_state_dict(state["opt"])
+        step, elapsed = int(state["step"]), float(state["elapsed"])
+        crops.load_state(state["crop_rng"])
+        gen.set_state(state["gen"])
+        log.info("resumed from %s at step %d", state_path, step)
+
+    total = int(tc.steps)
+    n_params = sum(p.numel() for p in net.parameters())
+    log.info(
+        "training %s: %.2fM parameters, %d steps, batch %d",
+        model_cfg.name,
+        n_params / 1e6,
+        total,
+        tc.batch_size,
+    )
+    bar = tqdm(
+        total=total, initial=step, desc=f"train {model_cfg.name}", unit="step", file=sys.stderr
+    )
+    losses: list[float] = []
+    last_save = time.monotonic()
+    with open(out_dir / "loss.jsonl", "a") as loss_log:
+        while step < total:
+            t0 = time.perf_counter()
+            x0 = crops.batch(int(tc.batch_size)).to(device)
+            t = torch.randint(0, schedule.num_timesteps, (x0.shape[0],), generator=gen).to(device)
+            noise = torch.randn(x0.shape, generator=gen).to(device)
+            a = abar[t].view(-1, 1, 1, 1)
+            x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
+            lr = float(tc.lr) * min(1.0, (step + 1) / max(1, int(tc.warmup)))
+            for group in opt.param_groups:
+                group["lr"] = lr
+            loss = F.mse_loss(net(x_t, t.float()), noise)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), float(tc.grad_clip))
+            opt.step()
+            with torch.no_grad():
+                decay = min(float(tc.ema_decay), (1 + step) / (10 + step))
+                for pe, p in zip(ema.parameters(), net.parameters(), strict=True):
+                    pe.lerp_(p, 1 - decay)
+            step += 1
+            elapsed += time.perf_counter() - t0
+            losses.append(float(loss.detach()))
+            bar.update(1)
+            if step % int(tc.log_every) == 0 or step == total:
+                mean = sum(losses) / len(losses)
+                bar.set_postfix(loss=f"{mean:.4f}")
+                loss_log.write(
+                    json.dumps({"step": step, "loss": mean, "lr": lr, "seconds": elapsed}) + "\n"
+                )
+                loss_log.flush()
+                losses.clear()
+            if (
+                step % int(tc.ckpt_every) == 0
+                or step == total
+                or time.monotonic() - last_save > 600
+            ):
+                atomic_save(
+                    {
+                        "model": net.state_dict(),
+                        "ema": ema.state_dict(),
+                        "opt": opt.state_dict(),
+                        "step": step,
+                        "elapsed": elapsed,
+                        "crop_rng": crops.state(),
+                        "gen": gen.get_state(),
+                    },
+                    state_path,
+                )
+                last_save = time.monotonic()
+    bar.close()
+    if cfg.export:
+        meta = {
+            "model": str(model_cfg.name),
+            "steps": str(step),
+            "train_seconds": f"{elapsed:.0f}",
+            "data": f"scikit-image sample photos, split={cfg.data.split}",
+            "network": json.dumps(OmegaConf.to_container(model_cfg.network, resolve=True)),
+        }
+        export_ema(ema, Path(cfg.export), meta)
+        log.info("exported EMA weights to %s", cfg.export)
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train_prior")
+def main(cfg: DictConfig) -> None:
+    try:
+        train(cfg)
+    except ConfigError as exc:
+        print(f"train_prior: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
