@@ -134,6 +134,14 @@ def train(cfg: DictConfig) -> None:
         crops.load_state(state["crop_rng"])
         gen.set_state(state["gen"])
         log.info("resumed from %s at step %d", state_path, step)
+        loss_path = out_dir / "loss.jsonl"
+        if loss_path.exists():  # drop what was logged after the last checkpoint of a killed run
+            kept = [
+                line
+                for line in loss_path.read_text().splitlines()
+                if line.strip() and json.loads(line)["step"] <= step
+            ]
+            loss_path.write_text("".join(line + "\n" for line in kept))
 
     if tc.precision not in ("fp32", "bf16"):
         raise ConfigError(f"train.precision must be fp32 or bf16, got {tc.precision!r}.")
