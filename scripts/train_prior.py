@@ -43,16 +43,38 @@ class CropSampler:
 
     The scale is drawn log-uniformly between a crop of ``min_frac`` of the photo's short side and
     the whole short side, so the model sees both whole photos shrunk to ``size`` (what the
-    evaluation images look like) and close-ups (more texture per step).
+    evaluation images look like) and close-ups (more texture per step). A ``gray_fraction`` of
+    the crops comes from the greyscale photos, and a colour crop is desaturated by a random
+    factor with probability ``desaturate_prob``: the colour photos alone are strongly coloured,
+    and a prior that has never seen a muted image invents saturated colours when colourising.
     """
 
-    def __init__(self, photos: list[np.ndarray], size: int, min_frac: float, seed: int) -> None:
-        self.photos = [torch.from_numpy(np.ascontiguousarray(p)).permute(2, 0, 1) for p in photos]
+    def __init__(
+        self,
+        photos: list[np.ndarray],
+        size: int,
+        min_frac: float,
+        seed: int,
+        gray_photos: list[np.ndarray] | None = None,
+        gray_fraction: float = 0.0,
+        desaturate_prob: float = 0.0,
+    ) -> None:
+        def tensors(arrays: list[np.ndarray]) -> list[torch.Tensor]:
+            return [torch.from_numpy(np.array(p)).permute(2, 0, 1) for p in arrays]
+
+        def weights(ts: list[torch.Tensor]) -> np.ndarray:
+            w = np.sqrt([t.shape[1] * t.shape[2] for t in ts])  # larger photos hold more crops
+            return w / w.sum()
+
+        self.photos = tensors(photos)
+        self.gray = tensors(gray_photos or [])
+        self.weights = weights(self.photos)
+        self.gray_weights = weights(self.gray) if self.gray else None
+        self.gray_fraction = gray_fraction if self.gray else 0.0
+        self.desaturate_prob = desaturate_prob
         self.size = size
         self.min_frac = min_frac
         self.rng = np.random.default_rng(seed)
-        areas = np.array([p.shape[1] * p.shape[2] for p in self.photos], dtype=np.float64)
-        self.weights = np.sqrt(areas) / np.sqrt(areas).sum()  # larger photos hold more crops
 
     def state(self) -> dict[str, Any]:
         return self.rng.bit_generator.state
@@ -63,17 +85,22 @@ class CropSampler:
     def batch(self, n: int) -> torch.Tensor:
         out = []
         for _ in range(n):
-            photo = self.photos[self.rng.choice(len(self.photos), p=self.weights)]
-            _, h, w = photo.shape
-            short = min(h, w)
+            gray = self.rng.random() < self.gray_fraction
+            pool, w = (self.gray, self.gray_weights) if gray else (self.photos, self.weights)
+            photo = pool[self.rng.choice(len(pool), p=w)]
+            _, h, w_ = photo.shape
+            short = min(h, w_)
             lo = max(self.size, int(self.min_frac * short))
             side = int(round(math.exp(self.rng.uniform(math.log(lo), math.log(short)))))
             top = int(self.rng.integers(0, h - side + 1))
-            left = int(self.rng.integers(0, w - side + 1))
+            left = int(self.rng.integers(0, w_ - side + 1))
             crop = photo[:, top : top + side, left : left + side].float().unsqueeze(0) / 255.0
             crop = F.interpolate(crop, size=(self.size, self.size), mode="bilinear", antialias=True)
             if self.rng.random() < 0.5:
                 crop = crop.flip(-1)
+            if not gray and self.rng.random() < self.desaturate_prob:
+                luma = crop.mean(dim=1, keepdim=True)
+                crop = luma + self.rng.uniform(0.0, 1.0) * (crop - luma)
             out.append(crop.clamp(0, 1) * 2 - 1)
         return torch.cat(out)
 
@@ -100,10 +127,12 @@ def train(cfg: DictConfig) -> None:
         )
     size = int(model_cfg.image_size)
     tc = cfg.train
-    if cfg.data.split == "heldout" or cfg.data.split == "all":
-        raise ConfigError(
-            f"data.split={cfg.data.split} would train on the held-out evaluation photos; use train."
-        )
+    for key in ("split", "gray_split"):
+        if cfg.data.get(key) in ("heldout", "all"):
+            raise ConfigError(
+                f"data.{key}={cfg.data.get(key)} would train on the held-out evaluation photos; "
+                "use train (and train_gray)."
+            )
     device = resolve_device(cfg.device)
     if tc.threads:
         torch.set_num_threads(int(tc.threads))
@@ -120,7 +149,17 @@ def train(cfg: DictConfig) -> None:
     schedule = Schedule.linear()
     abar = schedule.alphas_cumprod.float().to(device)
     photos = [p for _, p in load_sample_photos(cfg.data.split)]
-    crops = CropSampler(photos, size, float(cfg.data.min_crop_frac), int(tc.seed))
+    gray_split = cfg.data.get("gray_split")
+    gray = [p for _, p in load_sample_photos(gray_split)] if gray_split else []
+    crops = CropSampler(
+        photos,
+        size,
+        float(cfg.data.min_crop_frac),
+        int(tc.seed),
+        gray_photos=gray,
+        gray_fraction=float(cfg.data.get("gray_fraction", 0.0)),
+        desaturate_prob=float(cfg.data.get("desaturate_prob", 0.0)),
+    )
     gen = torch.Generator(device="cpu").manual_seed(int(tc.seed) + 1)
 
     state_path = out_dir / "state.pt"

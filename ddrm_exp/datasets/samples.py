@@ -9,10 +9,13 @@ Splits (fixed, by photo name):
   ``retina``. The photos the embedded Gaussian prior is fitted to (and any training script may
   use).
 * ``all`` -- both, heldout first.
+* ``train_gray`` -- the greyscale photos ``camera``, ``coins``, ``moon``, ``brick``, ``grass``,
+  ``gravel``, read as RGB with three equal channels. Not part of ``all``: evaluation is on
+  colour photos. A training script may add them so that the learned colour prior allows
+  unsaturated images (the five colour training photos are strongly coloured).
 
 Only files that are inside the wheel are used (``skimage.data`` functions for other images
-download them, which must never happen at run time). Greyscale images such as ``camera`` are
-left out because every prior here is RGB.
+download them, which must never happen at run time).
 """
 
 from __future__ import annotations
@@ -41,6 +44,12 @@ SAMPLE_FILES: dict[str, str] = {
     "motorcycle_left": "motorcycle_left.png",
     "motorcycle_right": "motorcycle_right.png",
     "retina": "retina.jpg",
+    "camera": "camera.png",
+    "coins": "coins.png",
+    "moon": "moon.png",
+    "brick": "brick.png",
+    "grass": "grass.png",
+    "gravel": "gravel.png",
 }
 
 SPLITS: dict[str, tuple[str, ...]] = {
@@ -48,6 +57,7 @@ SPLITS: dict[str, tuple[str, ...]] = {
     "train": ("hubble_deep_field", "ihc", "motorcycle_left", "motorcycle_right", "retina"),
 }
 SPLITS["all"] = SPLITS["heldout"] + SPLITS["train"]
+SPLITS["train_gray"] = ("camera", "coins", "moon", "brick", "grass", "gravel")
 
 
 def split_names(split: str) -> tuple[str, ...]:
