@@ -104,7 +104,13 @@ def validate(cfg: DictConfig) -> None:
             )
 
     try:
-        image_size_of(cfg)
+        size = image_size_of(cfg)
+        trained = cfg.model.get("trained_image_size")
+        if trained is not None and size != (int(trained), int(trained)):
+            problems.append(
+                f"model.image_size={size[0]}x{size[1]} but the weights of this model fit "
+                f"{trained}x{trained} images only; leave model.image_size at {trained}"
+            )
     except ConfigError as exc:
         problems.append(str(exc).rstrip("."))
 

@@ -72,6 +72,7 @@ def test_sampler_builds() -> None:
         (["device=gpu"], "device"),
         (["logger=wandb", "logger.mode=cloud"], "logger.mode"),
         (["model.image_size=-3"], "model.image_size"),
+        (["model=lsun_bedroom", "model.image_size=128"], "model.image_size=128x128"),
     ],
 )
 def test_bad_values_are_named(overrides: list[str], needle: str) -> None:

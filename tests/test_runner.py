@@ -34,7 +34,8 @@ def test_every_degradation_runs(tmp_path: Path, degradation: str) -> None:
             "noise.sigma_y=0.02",
             "logger=none",
             "save_images=false",
-            f"model.image_size={size}",
+            "model=gaussian",
+        f"model.image_size={size}",
             *FAST,
         ]
     )

@@ -89,6 +89,7 @@ def build_pretrained_prior(
     fp16: bool = False,
     bundled: str | None = None,
     schedule: Mapping[str, Any] | None = None,
+    trained_image_size: int | None = None,
 ) -> DiffusionPrior:
     """Build ``arch`` from ``network``, load its weights strictly, wrap it as a prior.
 
@@ -97,6 +98,11 @@ def build_pretrained_prior(
     """
     from ddrm_exp.models.checkpoints import load_state_dict
 
+    if trained_image_size is not None and int(trained_image_size) != int(image_size):
+        raise ConfigError(
+            f"model={name} was trained at {trained_image_size}x{trained_image_size}; "
+            f"image_size={image_size} is not supported."
+        )
     net = build_network(arch, int(image_size), network or {})
     path = locate_weights(name, weights, bundled, checkpoint, cache_dir, download)
     state = load_state_dict(path)
