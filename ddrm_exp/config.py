@@ -92,6 +92,9 @@ def validate(cfg: DictConfig) -> None:
         _is_int(steps) and 1 <= steps <= NUM_TRAIN_TIMESTEPS,
         f"sampler.timesteps must be an integer in 1..{NUM_TRAIN_TIMESTEPS}, got {steps!r}",
     )
+    if "clip_x0" in sampler:
+        v = sampler.get("clip_x0")
+        check(isinstance(v, bool), f"sampler.clip_x0 must be true or false, got {v!r}")
     if "grad_scale" in sampler:
         v = sampler.get("grad_scale")
         check(_is_number(v) and v >= 0, f"sampler.grad_scale must be a number >= 0, got {v!r}")

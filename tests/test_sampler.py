@@ -231,3 +231,22 @@ def test_negative_sigma_rejected() -> None:
     op = make_operator("denoise", shape)
     with pytest.raises(ValueError, match="sigma_y"):
         DDRM().sample(tiny_prior(shape), op, torch.zeros(1, op.m, dtype=torch.float64), -0.1)
+
+
+def test_clip_x0_bounds_the_estimate_and_is_off_by_default() -> None:
+    shape = (3, 8, 8)
+    op = make_operator("colorize", shape)
+    prior = tiny_prior(shape)
+    x = 2 * torch.rand((2, *shape), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    y = op.H((x - 1).flatten(1))
+
+    def gens() -> list[torch.Generator]:
+        return [torch.Generator().manual_seed(i) for i in range(2)]
+
+    plain = DDRM(6, 1.0, 0.8).sample(prior, op, y, 0.0, generator=gens(), return_trajectory=True)
+    clipped = DDRM(6, 1.0, 0.8, clip_x0=True).sample(
+        prior, op, y, 0.0, generator=gens(), return_trajectory=True
+    )
+    assert max(t.abs().max() for t in plain.trajectory) > 1  # the tiny net overshoots
+    assert all(t.abs().max() <= 1 for t in clipped.trajectory)
+    assert DDRM().clip_x0 is False

@@ -9,7 +9,10 @@ Conventions kept from the official implementation, so results can be compared wi
   the official code does — ``nfe`` reports the true count;
 * images live in [-1, 1], so the ``sigma_y`` given in [0, 1] pixel units is doubled here;
 * the returned image is the last ``x̂_0`` prediction (the one at ``t = seq[0] = 0``);
-* ``η`` drives both the null-space and the "less noisy than y" cases, ``η_b`` the other.
+* ``η`` drives both the null-space and the "less noisy than y" cases, ``η_b`` the other;
+* x̂_0 is not clipped (``clip_x0=True`` clamps it to [-1, 1] and uses the ε consistent with the
+  clamped value, as DDPM's ``clip_denoised``: it helps small networks whose x̂_0 at the noisiest
+  steps overshoots, which the ``1/√ᾱ_t`` of x̂_0 amplifies).
 
 Differences, each deliberate:
 
@@ -94,10 +97,13 @@ class DDRM:
 
     name = "ddrm"
 
-    def __init__(self, timesteps: int = 20, eta: float = 0.85, eta_b: float = 1.0) -> None:
+    def __init__(
+        self, timesteps: int = 20, eta: float = 0.85, eta_b: float = 1.0, clip_x0: bool = False
+    ) -> None:
         self.timesteps = int(timesteps)
         self.eta = float(eta)
         self.eta_b = float(eta_b)
+        self.clip_x0 = bool(clip_x0)
 
     def sequence(self, prior: DiffusionPrior) -> list[int]:
         return timestep_sequence(self.timesteps, prior.schedule.num_timesteps)
@@ -202,6 +208,11 @@ class DDRM:
             t_batch = torch.full((batch,), float(t), device=device, dtype=dtype)
             eps, correction = self.network_step(prior, operator, sp, x_t, t_batch, a_t, y)
             x0 = (x_t - math.sqrt(1.0 - a_t) * eps) / math.sqrt(a_t)
+            if self.clip_x0:
+                # DDPM's clip_denoised: keep x̂_0 in the image range and use the ε consistent
+                # with it, so the spectral update sees the clipped estimate.
+                x0 = x0.clamp(-1.0, 1.0)
+                eps = (x_t - math.sqrt(a_t) * x0) / math.sqrt(1.0 - a_t)
             if return_trajectory:
                 trajectory.append(x0.detach().cpu())
             eps_bar = operator.Vt(eps.reshape(batch, -1))

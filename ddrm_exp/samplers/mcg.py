@@ -93,8 +93,9 @@ class MCG(DDRM):
         apply_to: str = "nullspace",
         norm: str = "squared",
         weighting: str = "identity",
+        clip_x0: bool = False,
     ) -> None:
-        super().__init__(timesteps, eta, eta_b)
+        super().__init__(timesteps, eta, eta_b, clip_x0)
         for key, value, valid in (
             ("apply_to", apply_to, APPLY_TO),
             ("norm", norm, NORMS),
