@@ -47,6 +47,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=4, help="noise draws per image")
     parser.add_argument("--timesteps", type=int, default=20)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--clip-x0", action="store_true", help="sampler.clip_x0=true for all priors")
     parser.add_argument("--out", type=Path, default=None, help="also write the Markdown table here")
     args = parser.parse_args()
 
@@ -61,7 +62,7 @@ def main() -> None:
     data = instantiate(first.dataset, image_size=(size, size))
     x = torch.stack([data[i]["image"] for i in range(len(data))]).to(device)
     priors = {p: instantiate(c.model).to(device).eval() for p, c in cfgs.items()}
-    sampler = DDRM(args.timesteps, 0.85, 1.0)
+    sampler = DDRM(args.timesteps, 0.85, 1.0, clip_x0=args.clip_x0)
 
     rows = []
     for task, sigma_y in TASKS:
@@ -92,7 +93,8 @@ def main() -> None:
     )
     lines = [
         f"PSNR (dB), mean ± 95 % CI over {len(data)} held-out photos × {args.seeds} seeds, "
-        f"{size}×{size}, DDRM {args.timesteps} steps, η=0.85, η_b=1",
+        f"{size}×{size}, DDRM {args.timesteps} steps, η=0.85, η_b=1"
+        + (", clip_x0" if args.clip_x0 else ""),
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
