@@ -146,3 +146,16 @@ def test_bad_input_short_error_no_traceback(
     for needle in needles:
         assert needle in message, message
     assert not (tmp_path / "run" / "results.jsonl").exists()
+
+
+def test_bundled_tiny_model_runs(tmp_path: Path) -> None:
+    """The trained bundled prior loads strictly from the package and restores, no network."""
+    run_dir = tmp_path / "run"
+    proc = run_cli(
+        ["model=tiny", "degradation=sr4", "logger=none", *FAST, f"hydra.run.dir={run_dir}"],
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["model"] == "tiny" and summary["count"] == 2
+    assert summary["restored"]["psnr"]["mean"] > 15

@@ -130,3 +130,16 @@ def test_mcg_changes_the_result_and_keeps_no_graph() -> None:
 def test_bad_options(kwargs: dict, needle: str) -> None:
     with pytest.raises(ConfigError, match=needle):
         MCG(**kwargs)
+
+
+def test_grad_wrt_xt_mod_is_the_chain_rule_scaling() -> None:
+    operator = op("inpaint_random")
+    x, y = data(operator)
+    p = prior()
+    sp = DDRM._spectral(operator, y)
+    t = torch.full((2,), 700.0, dtype=torch.float64)
+    a = p.schedule.alpha_bar(700)
+    x_t = math.sqrt(a) * x + math.sqrt(1 - a) * torch.randn(x.shape, dtype=torch.float64)
+    _, c_vp = MCG(grad_scale=1.0, grad_wrt="xt").network_step(p, operator, sp, x_t, t, a, y)
+    _, c_ve = MCG(grad_scale=1.0, grad_wrt="xt_mod").network_step(p, operator, sp, x_t, t, a, y)
+    torch.testing.assert_close(c_ve, math.sqrt(a) * c_vp)
