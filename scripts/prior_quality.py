@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=4, help="noise draws per image")
     parser.add_argument("--timesteps", type=int, default=20)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--clip-x0", action="store_true", help="sampler.clip_x0=true for all priors")
+    parser.add_argument("--clip-x0", action="store_true", help="clip_x0=true for all priors")
     parser.add_argument("--out", type=Path, default=None, help="also write the Markdown table here")
     args = parser.parse_args()
 

@@ -164,6 +164,16 @@ def train(cfg: DictConfig) -> None:
 
     state_path = out_dir / "state.pt"
     step, elapsed = 0, 0.0
+    if not state_path.exists() and cfg.get("init"):
+        # Continue from exported weights (e.g. the bundled ones) when the full training state of
+        # an earlier session is gone: model and EMA start there, the optimiser starts afresh.
+        from ddrm_exp.models.checkpoints import load_state_dict
+
+        weights = load_state_dict(Path(cfg.init))
+        net.load_state_dict(weights)
+        ema.load_state_dict(weights)
+        step = int(cfg.get("init_step") or 0)
+        log.info("initialised from %s, counting from step %d", cfg.init, step)
     if state_path.exists():
         state = torch.load(state_path, map_location=device, weights_only=True)
         net.load_state_dict(state["model"])

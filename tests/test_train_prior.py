@@ -63,6 +63,13 @@ def test_train_resume_and_export(tmp_path: Path) -> None:
     eps = prior.eps(torch.zeros(1, 3, 16, 16), torch.tensor([10.0]))
     assert eps.shape == (1, 3, 16, 16) and torch.isfinite(eps).all()
 
+    # a later session without state.pt continues from the exported weights
+    again = train(tmp_path / "fresh", "train.steps=4", f"init={export}", "init_step=3")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "initialised from" in again.stderr + again.stdout
+    fresh = [json.loads(line)["step"] for line in (tmp_path / "fresh" / "loss.jsonl").open()]
+    assert fresh == [4]
+
 
 def test_heldout_photos_are_refused(tmp_path: Path) -> None:
     proc = train(tmp_path / "run", "train.steps=1", "data.split=heldout")
