@@ -92,3 +92,13 @@ class HFunctions(ABC):
             if isinstance(value, Tensor):
                 setattr(self, name, value.to(device))
         return self
+
+
+class IdentityU(HFunctions):
+    """Operators whose measurement is already in spectral order (U = I): masks, denoising, CS."""
+
+    def U(self, vec: Tensor) -> Tensor:
+        return vec.reshape(vec.shape[0], -1).clone()
+
+    def Ut(self, vec: Tensor) -> Tensor:
+        return vec.reshape(vec.shape[0], -1).clone()

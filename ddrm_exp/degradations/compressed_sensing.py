@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from ddrm_exp.degradations._checks import as_dtype, as_int, as_shape
-from ddrm_exp.degradations.base import HFunctions
+from ddrm_exp.degradations.base import IdentityU
 from ddrm_exp.errors import ConfigError
 
 __all__ = ["WalshHadamardCS", "fwht"]
@@ -38,7 +38,7 @@ def fwht(x: Tensor) -> Tensor:
     return (y / math.sqrt(n)).reshape(*lead, n)
 
 
-class WalshHadamardCS(HFunctions):
+class WalshHadamardCS(IdentityU):
     """Per channel: WHT of the ``N = H*W`` flattened pixels, seeded permutation, keep ``N/ratio``.
 
     Spectral layout: the kept coefficients of all channels (channel-major, ``C*N/ratio``),
@@ -92,12 +92,6 @@ class WalshHadamardCS(HFunctions):
         rest = vec[:, split:].reshape(b, c, -1)
         coeffs = torch.cat([kept, rest], dim=2)[:, :, self.inv_perm]
         return fwht(coeffs).reshape(b, -1)
-
-    def Ut(self, vec: Tensor) -> Tensor:
-        return vec.reshape(vec.shape[0], -1).clone()
-
-    def U(self, vec: Tensor) -> Tensor:
-        return vec.reshape(vec.shape[0], -1).clone()
 
     def singulars(self) -> Tensor:
         return self._singulars

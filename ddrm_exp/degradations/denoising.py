@@ -10,12 +10,12 @@ import torch
 from torch import Tensor
 
 from ddrm_exp.degradations._checks import as_dtype, as_shape
-from ddrm_exp.degradations.base import HFunctions
+from ddrm_exp.degradations.base import IdentityU
 
 __all__ = ["Denoising"]
 
 
-class Denoising(HFunctions):
+class Denoising(IdentityU):
     """Identity operator; ``U = V = I``; the measurement is the (noisy) image itself."""
 
     def __init__(
@@ -32,12 +32,6 @@ class Denoising(HFunctions):
         return vec.reshape(vec.shape[0], -1).clone()
 
     def Vt(self, vec: Tensor) -> Tensor:
-        return vec.reshape(vec.shape[0], -1).clone()
-
-    def U(self, vec: Tensor) -> Tensor:
-        return vec.reshape(vec.shape[0], -1).clone()
-
-    def Ut(self, vec: Tensor) -> Tensor:
         return vec.reshape(vec.shape[0], -1).clone()
 
     def singulars(self) -> Tensor:

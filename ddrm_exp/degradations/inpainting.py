@@ -15,14 +15,14 @@ import torch
 from torch import Tensor
 
 from ddrm_exp.degradations._checks import as_dtype, as_shape
-from ddrm_exp.degradations.base import HFunctions
+from ddrm_exp.degradations.base import IdentityU
 from ddrm_exp.degradations.masks import LOREM_IPSUM, box_mask, lorem_mask, random_mask
 from ddrm_exp.errors import ConfigError
 
 __all__ = ["BoxInpainting", "LoremInpainting", "Masking", "RandomInpainting"]
 
 
-class Masking(HFunctions):
+class Masking(IdentityU):
     """Keep the pixels where ``mask`` (bool ``(H, W)``, True = kept) is set, in every channel.
 
     ``H x = x.view(B, C, H*W)[:, :, mask.flatten()].flatten(1)``. A mask keeping no pixel is
@@ -61,12 +61,6 @@ class Masking(HFunctions):
 
     def V(self, vec: Tensor) -> Tensor:
         return vec.reshape(vec.shape[0], -1)[:, self.inv_perm]
-
-    def Ut(self, vec: Tensor) -> Tensor:
-        return vec.reshape(vec.shape[0], -1).clone()
-
-    def U(self, vec: Tensor) -> Tensor:
-        return vec.reshape(vec.shape[0], -1).clone()
 
     def singulars(self) -> Tensor:
         return self._singulars
