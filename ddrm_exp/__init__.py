@@ -17,6 +17,7 @@ from ddrm_exp.errors import ConfigError
 from ddrm_exp.models.base import DiffusionPrior
 from ddrm_exp.models.schedule import Schedule
 from ddrm_exp.samplers.ddrm import DDRM, SampleResult
+from ddrm_exp.samplers.mcg import MCG
 
-__all__ = ["DDRM", "ConfigError", "DiffusionPrior", "SampleResult", "Schedule"]
+__all__ = ["DDRM", "MCG", "ConfigError", "DiffusionPrior", "SampleResult", "Schedule"]
 __version__ = "0.1.0"
