@@ -7,7 +7,6 @@ compatibility with the image size) is built before the model, so a bad input fai
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from ddrm_exp.config import image_size_of, instantiate_config, resolve_device, v
 from ddrm_exp.degradations.base import HFunctions
 from ddrm_exp.errors import ConfigError
 from ddrm_exp.metrics.image import LPIPSMetric, psnr, ssim
-from ddrm_exp.metrics.summary import mean_ci
+from ddrm_exp.metrics.summary import format_stat, mean_ci
 from ddrm_exp.models.base import DiffusionPrior
 from ddrm_exp.samplers.ddrm import draw_noise
 from ddrm_exp.tracking.files import ResultsFile, save_grid, save_png, write_json_atomic
@@ -273,14 +272,6 @@ def build_summary(
 def format_summary(summary: dict[str, Any]) -> str:
     """A few human-readable lines for the terminal."""
 
-    def fmt(stat: dict[str, Any] | None) -> str:
-        if not stat or stat.get("mean") is None:
-            return "n/a"
-        ci = stat.get("ci95")
-        return f"{stat['mean']:.3f}" + (
-            f" ± {ci:.3f}" if ci is not None and math.isfinite(ci) else ""
-        )
-
     lines = [
         f"{summary['count']} images, {summary['nfe']} NFE, "
         f"{summary['seconds_per_image']:.3f} s/image, {summary['nfe_per_s']:.2f} NFE/s",
@@ -289,5 +280,6 @@ def format_summary(summary: dict[str, Any]) -> str:
         r = summary["restored"].get(key)
         b = summary["baseline"].get(key)
         if r and r.get("mean") is not None:
-            lines.append(f"  {key:6s} restored {fmt(r):>18s}   H⁺y baseline {fmt(b):>18s}")
+            restored, baseline = format_stat(r, 3, "n/a"), format_stat(b, 3, "n/a")
+            lines.append(f"  {key:6s} restored {restored:>18s}   H⁺y baseline {baseline:>18s}")
     return "\n".join(lines)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ddrm_exp.metrics.summary import mean_ci
+from ddrm_exp.metrics.summary import format_stat, mean_ci
 
 METRICS = ("psnr", "ssim", "lpips")
 
@@ -123,15 +123,6 @@ def paired_difference(a: Cell, b: Cell, metric: str = "psnr") -> dict[str, Any]:
         if r.values.get(metric) is not None and bv.get(r.key) is not None
     ]
     return mean_ci(diffs)
-
-
-def fmt(stat: dict[str, Any] | None, digits: int = 2) -> str:
-    if not stat or stat.get("mean") is None:
-        return "–"
-    text = f"{stat['mean']:.{digits}f}"
-    if stat.get("ci95") is not None:
-        text += f" ± {stat['ci95']:.{digits}f}"
-    return text
 
 
 # ---- specs ---------------------------------------------------------------------------------
@@ -253,7 +244,7 @@ def build_table(spec: TableSpec, records: list[Record]) -> TableResult:
     def cell_text(method: str, column: str, cell: Cell | None, extra: str = "") -> str:
         if cell is None:
             return "–"
-        text = fmt(cell.stats.get("psnr")) + extra
+        text = format_stat(cell.stats.get("psnr")) + extra
         rep = spec.report.get((method, column))
         return text + (f" (report {rep:.2f})" if rep is not None else "")
 
@@ -275,7 +266,7 @@ def build_table(spec: TableSpec, records: list[Record]) -> TableResult:
                 cell, ref = best.get(c), cells.get((spec.reference_method, c))
                 if cell is None or ref is None:
                     return "–"
-                return fmt(paired_difference(cell, ref))
+                return format_stat(paired_difference(cell, ref))
 
             metric_row(f"paired Δ {swept} − {spec.reference_method}", diff_text)
     for metric, label in (("ssim", "SSIM"), ("lpips", "LPIPS")):
@@ -283,7 +274,7 @@ def build_table(spec: TableSpec, records: list[Record]) -> TableResult:
             for method in plain_methods:
                 metric_row(
                     f"{method} {label}",
-                    lambda c, m=method, mt=metric: fmt(
+                    lambda c, m=method, mt=metric: format_stat(
                         (cells.get((m, c)) or Cell("", "", {}, [])).stats.get(mt), 3
                     ),
                 )
@@ -291,7 +282,9 @@ def build_table(spec: TableSpec, records: list[Record]) -> TableResult:
         ref_cells = {c: next((v for k, v in cells.items() if k[1] == c), None) for c in columns}
         metric_row(
             "H⁺y baseline",
-            lambda c: fmt((ref_cells[c] or Cell("", "", {}, [])).stats.get("baseline_psnr")),
+            lambda c: format_stat(
+                (ref_cells[c] or Cell("", "", {}, [])).stats.get("baseline_psnr")
+            ),
         )
     n_images = {len({r.key for r in cell.records}) for cell in cells.values()}
     lines += ["", f"PSNR in dB, mean ± 95 % CI over {sorted(n_images)} images per cell."]
@@ -302,7 +295,9 @@ def build_table(spec: TableSpec, records: list[Record]) -> TableResult:
         lines += ["|" + "---|" * (len(values) + 1)]
         for column in columns:
             by_value = dict(curves.get(column, []))
-            cells_txt = [fmt(by_value[v].get("psnr")) if v in by_value else "–" for v in values]
+            cells_txt = [
+                format_stat(by_value[v].get("psnr")) if v in by_value else "–" for v in values
+            ]
             lines.append(f"| {column} | " + " | ".join(cells_txt) + " |")
     return TableResult("\n".join(lines), rows, dict(curves))
 

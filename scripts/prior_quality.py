@@ -20,7 +20,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from ddrm_exp.metrics import mean_ci, psnr
+from ddrm_exp.metrics import format_stat, mean_ci, psnr
 from ddrm_exp.paths import CONF_DIR
 from ddrm_exp.runner import STREAM_MEASUREMENT, STREAM_SAMPLER, image_generator, measure
 from ddrm_exp.samplers import DDRM
@@ -32,11 +32,6 @@ TASKS = [
     ("denoise", 0.1),
     ("colorize", 0.0),
 ]
-
-
-def fmt(stat: dict) -> str:
-    ci = stat["ci95"]
-    return f"{stat['mean']:.2f} ± {ci:.2f}" if ci is not None else f"{stat['mean']:.2f}"
 
 
 def main() -> None:
@@ -100,9 +95,9 @@ def main() -> None:
         "|" + "---|" * len(header),
     ]
     for row in rows:
-        cells = [row["task"], *(fmt(row[n]) for n in names)]
+        cells = [row["task"], *(format_stat(row[n]) for n in names)]
         if "diff" in row:
-            cells.append(fmt(row["diff"]))
+            cells.append(format_stat(row["diff"]))
         lines.append("| " + " | ".join(cells) + " |")
     table = "\n".join(lines)
     print(table)

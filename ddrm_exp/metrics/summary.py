@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from scipy import stats
 
@@ -20,3 +21,14 @@ def mean_ci(values: Iterable[float | None], level: float = 0.95) -> dict[str, fl
     std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1))
     half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * std / math.sqrt(n)
     return {"mean": mean, "std": std, "ci95": half, "n": n}
+
+
+def format_stat(stat: Mapping[str, Any] | None, digits: int = 2, missing: str = "–") -> str:
+    """``mean ± ci95`` of a :func:`mean_ci` result (just the mean when there is no CI)."""
+    if not stat or stat.get("mean") is None:
+        return missing
+    text = f"{stat['mean']:.{digits}f}"
+    ci = stat.get("ci95")
+    if ci is not None and math.isfinite(ci):
+        text += f" ± {ci:.{digits}f}"
+    return text
