@@ -39,6 +39,7 @@ from ddrm_exp.degradations import (
     lorem_mask,
     random_mask,
 )
+from ddrm_exp.degradations.kernels2d import kernel2d_from_spec
 from ddrm_exp.degradations.separable import BicubicSuperResolution, blur_matrix
 from ddrm_exp.errors import ConfigError
 
@@ -47,7 +48,7 @@ CONFIGS = sorted(p.stem for p in CONF_DIR.glob("*.yaml"))
 EXPECTED_CONFIGS = {
     "denoise", "inpaint_random", "inpaint_lorem", "inpaint_box", "colorize",
     "sr2", "sr4", "sr8", "sr16", "sr_bicubic4", "sr_bicubic8", "sr_bicubic16",
-    "deblur_uniform", "deblur_gauss", "deblur_aniso", "cs2", "cs4",
+    "deblur_uniform", "deblur_gauss", "deblur_aniso", "cs2", "cs4", "blur2d",
 }  # fmt: skip
 SHAPES = [(3, 8, 8), (3, 16, 16), (3, 8, 16), (3, 12, 16)]
 # Large factors need larger images (bicubic16: 64 taps, sides >= 32); n = 1024 stays cheap.
@@ -130,6 +131,17 @@ def conv_same(x: torch.Tensor, k_rows: list[float], k_cols: list[float]) -> torc
     return out[:, :, :h, :w]  # even kernels give one extra output row/column
 
 
+def conv_circular(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """y[p] = Σ_q k[q] x[p - q + (kh//2, kw//2)], indices wrapping around the image."""
+    b, c, h, w = x.shape
+    kh, kw = kernel.shape
+    rows = (torch.arange(h + kh - 1) - (kh - 1 - kh // 2)) % h
+    cols = (torch.arange(w + kw - 1) - (kw - 1 - kw // 2)) % w
+    padded = x[:, :, rows][:, :, :, cols].reshape(b * c, 1, h + kh - 1, w + kw - 1)
+    weight = kernel.flip(0, 1).to(x.dtype).view(1, 1, kh, kw)  # conv2d correlates
+    return F.conv2d(padded, weight).view(b, c, h, w)
+
+
 def bicubic_down(x: torch.Tensor, factor: int, a: float = -0.5) -> torch.Tensor:
     """Strided correlation with symmetric (edge-repeating) padding, via numpy's pad."""
     b, c, h, w = x.shape
@@ -186,6 +198,8 @@ def direct(name: str, x: torch.Tensor, **overrides: Any) -> torch.Tensor:
         y = conv_same(x, kernel_1d(cfg.kernel_rows), kernel_1d(cfg.kernel_cols))
     elif name.startswith("cs"):
         y = hadamard_cs(x, cfg.ratio, cfg.seed)
+    elif name == "blur2d":  # its default motion kernel is not separable: the circular FFT blur
+        y = conv_circular(x, kernel2d_from_spec(cfg.kernel, ignore_other_types=True))
     else:
         raise AssertionError(f"no direct implementation for {name}")
     return y.reshape(b, -1)
@@ -295,8 +309,9 @@ def test_matches_direct_implementation(name: str, shape: Shape) -> None:
     if not valid_or_raises(name, shape):
         return
     separable = name.startswith(("sr", "deblur"))
-    if separable:
-        # The thresholded operator is checked below; here the exact operator.
+    if separable or name == "blur2d":
+        # The thresholded operator is checked below (blur2d: tests/test_fft_blur.py); here the
+        # exact operator.
         op = build(name, shape, zero_threshold=0.0)
         h_mat = op.H(torch.eye(op.n, dtype=torch.float64)).T
     else:

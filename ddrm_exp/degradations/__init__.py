@@ -7,9 +7,11 @@ built as ``Cls(shape=(C, H, W), device=..., dtype=..., **params)``.
 from __future__ import annotations
 
 from ddrm_exp.degradations.base import HFunctions
+from ddrm_exp.degradations.blur2d import blur2d_operator, operator_for_kernel
 from ddrm_exp.degradations.colorization import Colorization
 from ddrm_exp.degradations.compressed_sensing import WalshHadamardCS, fwht
 from ddrm_exp.degradations.denoising import Denoising
+from ddrm_exp.degradations.fft_blur import FFTBlur, blur_circular, transfer_function
 from ddrm_exp.degradations.inpainting import (
     BoxInpainting,
     LoremInpainting,
@@ -22,6 +24,16 @@ from ddrm_exp.degradations.kernels import (
     kernel_from_spec,
     keys_cubic,
     uniform_1d,
+)
+from ddrm_exp.degradations.kernels2d import (
+    box_kernel2d,
+    ddrm_kernel2d,
+    gaussian_kernel2d,
+    kernel2d_from_file,
+    kernel2d_from_spec,
+    motion_kernel,
+    normalized_cross_correlation,
+    rank1_approximation,
 )
 from ddrm_exp.degradations.masks import LOREM_IPSUM, box_mask, lorem_mask, random_mask
 from ddrm_exp.degradations.separable import (
@@ -41,6 +53,7 @@ __all__ = [
     "Colorization",
     "Deblurring",
     "Denoising",
+    "FFTBlur",
     "HFunctions",
     "LoremInpainting",
     "Masking",
@@ -50,14 +63,26 @@ __all__ = [
     "WalshHadamardCS",
     "bicubic_1d",
     "block_average_matrix",
+    "blur2d_operator",
+    "blur_circular",
     "blur_matrix",
+    "box_kernel2d",
     "box_mask",
+    "ddrm_kernel2d",
     "fwht",
     "gaussian_1d",
+    "gaussian_kernel2d",
+    "kernel2d_from_file",
+    "kernel2d_from_spec",
     "kernel_from_spec",
     "keys_cubic",
     "lorem_mask",
+    "motion_kernel",
+    "normalized_cross_correlation",
+    "operator_for_kernel",
     "random_mask",
+    "rank1_approximation",
     "strided_reflect_matrix",
+    "transfer_function",
     "uniform_1d",
 ]

@@ -111,9 +111,16 @@ class DDRM:
     # ---- setup ----------------------------------------------------------------------------
     @staticmethod
     def _spectral(operator: HFunctions, y: Tensor) -> _Spectral:
+        # singulars() is (m,) for one operator shared by the batch, or (B, m) for per-image
+        # operators (e.g. FFTBlur with one kernel per image); the rest broadcasts over rows.
         s = operator.singulars()
         if s.dim() == 1:
             s = s.unsqueeze(0)
+        if s.dim() != 2 or s.shape[0] not in (1, y.shape[0]):
+            raise ValueError(
+                f"singulars() must be (m,) or (B, m) for a batch of B = {y.shape[0]}, "
+                f"got {tuple(s.shape)}"
+            )
         ut_y = operator.Ut(y.reshape(y.shape[0], -1))
         measured_m = s > 0
         y_bar_m = torch.where(measured_m, ut_y / torch.where(measured_m, s, 1.0), 0.0)
