@@ -1,0 +1,164 @@
+"""A miniature BSD tree made from the bundled sample photos, for tests, demos and video code.
+
+Each sequence is a "video" of a crop panning across one of the ``train`` sample photos at a
+constant velocity (a few pixels per frame, a different direction per sequence). Like the
+beam-splitter camera of BSD, which records a short and a long exposure of the same instant,
+the Sharp frame is the crop at the frame's instant and the Blur frame is the average of the
+crops along the motion during one frame interval centred on it, i.e. a uniform linear motion
+blur whose length is the per-frame velocity. The average is taken on 8-bit sRGB values (a real
+sensor integrates linear light; for a test set the simpler model keeps Blur an exact box blur of
+the photo).
+
+    python -m ddrm_exp.datasets.bsd_mini OUT_DIR [--sequences 2 --frames 4]
+
+writes ``OUT_DIR/BSD_1ms8ms/test/000/{Blur,Sharp}/RGB/00000000.png`` ..., readable with
+``dataset=bsd dataset.root=OUT_DIR``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ddrm_exp.datasets.bsd import BSD_SPLITS
+from ddrm_exp.datasets.samples import load_sample_photos
+from ddrm_exp.datasets.transforms import as_size
+from ddrm_exp.errors import ConfigError
+
+__all__ = ["VELOCITIES", "write_mini_bsd"]
+
+# (dy, dx) pixels per frame, one per sequence (cycled): varied directions and lengths.
+VELOCITIES: tuple[tuple[int, int], ...] = (
+    (1, 4),
+    (-3, 2),
+    (2, -3),
+    (4, 1),
+    (-1, -4),
+    (3, 3),
+)
+
+# The photo is scaled so the whole camera path fits with this much room to spare; the crop then
+# shows a large part of the scene rather than a few pixels of a big photo.
+_MARGIN = 1.25
+
+
+def _scaled_photo(photo: np.ndarray, need_h: int, need_w: int) -> np.ndarray:
+    ph, pw = photo.shape[:2]
+    scale = max(need_h * _MARGIN / ph, need_w * _MARGIN / pw)
+    new_w = max(need_w, math.ceil(pw * scale))
+    new_h = max(need_h, math.ceil(ph * scale))
+    img = Image.fromarray(photo).resize((new_w, new_h), Image.Resampling.BILINEAR)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def _crop(photo: np.ndarray, top: float, left: float, h: int, w: int) -> np.ndarray:
+    y, x = int(round(top)), int(round(left))
+    return photo[y : y + h, x : x + w]
+
+
+def write_mini_bsd(
+    root: str | os.PathLike[str],
+    sequences: int = 2,
+    frames: int = 4,
+    size: int | Sequence[int] = (96, 128),
+    exposure: str = "1ms8ms",
+    split: str = "test",
+    motion: bool = True,
+) -> Path:
+    """Write ``root/BSD_<exposure>/<split>/<seq>/{Blur,Sharp}/RGB/<frame>.png``.
+
+    ``size`` is (H, W) of every frame. Sequences are named ``000``, ``001``...; frames
+    ``00000000.png``, ... as in BSD. With ``motion=False`` the Blur frames are copies of the
+    Sharp ones (the crop still pans), which makes pairing and cropping easy to check.
+    Returns the ``<split>`` directory. Deterministic: the same arguments give the same files.
+    """
+    if isinstance(sequences, bool) or not isinstance(sequences, int) or sequences < 1:
+        raise ConfigError(f"sequences={sequences!r} must be a positive integer.")
+    if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
+        raise ConfigError(f"frames={frames!r} must be a positive integer.")
+    if not exposure or "/" in exposure or "\\" in exposure:
+        raise ConfigError(f"exposure={exposure!r} must be a plain name such as 1ms8ms.")
+    if split not in BSD_SPLITS:
+        raise ConfigError(f"split={split!r} must be one of {', '.join(BSD_SPLITS)}.")
+    h, w = as_size(size)
+    photos = load_sample_photos("train")
+    split_dir = Path(os.fspath(root)) / f"BSD_{exposure}" / split
+    for s in range(sequences):
+        _, photo = photos[s % len(photos)]
+        vy, vx = VELOCITIES[s % len(VELOCITIES)]
+        # The path spans `frames` frame intervals: half an exposure before the first frame to
+        # half after the last; +2 absorbs rounding of sub-frame positions.
+        need_h = h + abs(vy) * frames + 2
+        need_w = w + abs(vx) * frames + 2
+        scene = _scaled_photo(photo, need_h, need_w)
+        mid = (frames - 1) / 2
+        top0 = (scene.shape[0] - h) / 2 - vy * mid
+        left0 = (scene.shape[1] - w) / 2 - vx * mid
+        # Sub-frames at most one pixel apart, so the long exposure is a continuous smear.
+        n_sub = max(abs(vy), abs(vx)) + 1
+        offsets = np.linspace(-0.5, 0.5, n_sub)
+        seq_dir = split_dir / f"{s:03d}"
+        for kind in ("Blur", "Sharp"):
+            (seq_dir / kind / "RGB").mkdir(parents=True, exist_ok=True)
+        for t in range(frames):
+            sharp = _crop(scene, top0 + vy * t, left0 + vx * t, h, w)
+            if motion:
+                acc = np.zeros((h, w, 3), dtype=np.float64)
+                for u in offsets:
+                    acc += _crop(scene, top0 + vy * (t + u), left0 + vx * (t + u), h, w)
+                blur = np.clip(np.round(acc / n_sub), 0, 255).astype(np.uint8)
+            else:
+                blur = sharp
+            Image.fromarray(np.ascontiguousarray(sharp)).save(
+                seq_dir / "Sharp/RGB" / f"{t:08d}.png"
+            )
+            Image.fromarray(np.ascontiguousarray(blur)).save(seq_dir / "Blur/RGB" / f"{t:08d}.png")
+    return split_dir
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m ddrm_exp.datasets.bsd_mini",
+        description="Write a miniature BSD tree (panning crops of the sample photos).",
+    )
+    parser.add_argument("out_dir", help="directory to write into (becomes dataset.root)")
+    parser.add_argument("--sequences", type=int, default=2, help="number of sequences")
+    parser.add_argument("--frames", type=int, default=4, help="frames per sequence")
+    parser.add_argument("--height", type=int, default=96, help="frame height in pixels")
+    parser.add_argument("--width", type=int, default=128, help="frame width in pixels")
+    parser.add_argument("--exposure", default="1ms8ms", help="names the BSD_<exposure> folder")
+    parser.add_argument("--split", default="test", help="train, valid or test")
+    parser.add_argument(
+        "--no-motion", action="store_true", help="Blur frames are copies of the Sharp frames"
+    )
+    args = parser.parse_args(argv)
+    try:
+        split_dir = write_mini_bsd(
+            args.out_dir,
+            sequences=args.sequences,
+            frames=args.frames,
+            size=(args.height, args.width),
+            exposure=args.exposure,
+            split=args.split,
+            motion=not args.no_motion,
+        )
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"Wrote {args.sequences} sequence(s) x {args.frames} frame(s) to {split_dir}; read it "
+        f"with dataset=bsd dataset.root={args.out_dir} dataset.exposure={args.exposure} "
+        f"dataset.split={args.split}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
