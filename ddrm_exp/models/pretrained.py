@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from ddrm_exp.errors import ConfigError
-from ddrm_exp.models.base import DiffusionPrior
+from ddrm_exp.models.base import PREDICTIONS, DiffusionPrior
 from ddrm_exp.models.schedule import Schedule
 from ddrm_exp.paths import PACKAGE_DIR
 
@@ -90,11 +90,13 @@ def build_pretrained_prior(
     bundled: str | None = None,
     schedule: Mapping[str, Any] | None = None,
     trained_image_size: int | None = None,
+    prediction: str = "eps",
 ) -> DiffusionPrior:
     """Build ``arch`` from ``network``, load its weights strictly, wrap it as a prior.
 
     ``schedule``: keyword arguments of :meth:`Schedule.linear` (default: DDPM's linear β from
     1e-4 to 0.02 over 1000 steps, which every published model here was trained with).
+    ``prediction``: what the network outputs, ``eps`` (every published model) or ``v``.
     """
     from ddrm_exp.models.checkpoints import load_state_dict
 
@@ -102,6 +104,10 @@ def build_pretrained_prior(
         raise ConfigError(
             f"model={name} was trained at {trained_image_size}x{trained_image_size}; "
             f"image_size={image_size} is not supported."
+        )
+    if prediction not in PREDICTIONS:
+        raise ConfigError(
+            f"model.prediction={prediction!r} must be one of {', '.join(PREDICTIONS)}."
         )
     net = build_network(arch, int(image_size), network or {})
     path = locate_weights(name, weights, bundled, checkpoint, cache_dir, download)
@@ -121,4 +127,4 @@ def build_pretrained_prior(
     net.eval().requires_grad_(False)
     sched = Schedule.linear(**dict(_plain(schedule) or {}))
     log.info("model %s: %s weights from %s", name, arch, path)
-    return DiffusionPrior(net, sched, int(image_size), 3, name)
+    return DiffusionPrior(net, sched, int(image_size), 3, name, prediction)

@@ -62,6 +62,14 @@ def draw_noise(
         return z.to(device)
     if len(generator) != shape[0]:
         raise ValueError(f"got {len(generator)} generators for a batch of {shape[0]}")
+    if device.type == "cuda" and all(g.device.type == "cpu" for g in generator):
+        # Drawn into pinned memory and copied without blocking: a pageable host->device copy
+        # would make the host wait for the GPU every step, so it could never queue ahead.
+        # The values are those of the CPU generators, identical on every device.
+        buf = torch.empty(tuple(shape), dtype=dtype, pin_memory=True)
+        for i, g in enumerate(generator):
+            torch.randn(*shape[1:], generator=g, dtype=dtype, out=buf[i])
+        return buf.to(device, non_blocking=True)
     parts = [torch.randn(*shape[1:], generator=g, device=g.device, dtype=dtype) for g in generator]
     return torch.stack(parts).to(device)
 
