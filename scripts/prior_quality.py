@@ -2,6 +2,7 @@
 
     python scripts/prior_quality.py                       # tiny vs gaussian, the five tasks
     python scripts/prior_quality.py --priors tiny gaussian --seeds 4 --out table.md
+    python scripts/prior_quality.py --checkpoint run/tiny.safetensors   # other weights for tiny
 
 DDRM at 20 NFE (η = 0.85, η_b = 1) on the held-out photos, each restored with ``--seeds``
 different noise draws; the same measurement and the same sampler noise for every prior (seeded
@@ -44,10 +45,15 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--clip-x0", action="store_true", help="clip_x0=true for all priors")
     parser.add_argument("--out", type=Path, default=None, help="also write the Markdown table here")
+    parser.add_argument(
+        "--checkpoint", default=None, help="weights for the first prior (model.checkpoint=PATH)"
+    )
     args = parser.parse_args()
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfgs = {p: compose(config_name="config", overrides=[f"model={p}"]) for p in args.priors}
+    if args.checkpoint:
+        cfgs[args.priors[0]].model.checkpoint = args.checkpoint
     sizes = {int(c.model.image_size) for c in cfgs.values()}
     if len(sizes) != 1:
         sys.exit(f"priors have different image sizes {sizes}; compare priors of one size")

@@ -31,6 +31,7 @@ from tqdm import tqdm
 from ddrm_exp.config import resolve_device
 from ddrm_exp.datasets import load_sample_photos
 from ddrm_exp.errors import ConfigError
+from ddrm_exp.models.acceleration import set_matmul_precision
 from ddrm_exp.models.ddpm_unet import DDPMUNet, ddpm_unet
 from ddrm_exp.models.schedule import Schedule
 from ddrm_exp.paths import CONF_DIR
@@ -47,6 +48,10 @@ class CropSampler:
     the crops comes from the greyscale photos, and a colour crop is desaturated by a random
     factor with probability ``desaturate_prob``: the colour photos alone are strongly coloured,
     and a prior that has never seen a muted image invents saturated colours when colourising.
+    With probability ``hue_rotate_prob`` a colour crop's chroma is rotated about the grey axis
+    by a uniform random angle: the luminance (the mean of the channels, which is exactly what
+    colourisation measures) is unchanged, and the few training photos' dominant hues (the
+    orange retina, the brown-blue stain) stop being the only colours the prior knows.
     """
 
     def __init__(
@@ -58,9 +63,14 @@ class CropSampler:
         gray_photos: list[np.ndarray] | None = None,
         gray_fraction: float = 0.0,
         desaturate_prob: float = 0.0,
+        device: torch.device | str = "cpu",
+        hue_rotate_prob: float = 0.0,
     ) -> None:
+        # The photos live on the training device so that cropping and resizing run there too
+        # (on a GPU the CPU-side resizing would otherwise be the bottleneck). The random draws
+        # stay on the host, so the crops are the same on every device.
         def tensors(arrays: list[np.ndarray]) -> list[torch.Tensor]:
-            return [torch.from_numpy(np.array(p)).permute(2, 0, 1) for p in arrays]
+            return [torch.from_numpy(np.array(p)).permute(2, 0, 1).to(device) for p in arrays]
 
         def weights(ts: list[torch.Tensor]) -> np.ndarray:
             w = np.sqrt([t.shape[1] * t.shape[2] for t in ts])  # larger photos hold more crops
@@ -72,6 +82,7 @@ class CropSampler:
         self.gray_weights = weights(self.gray) if self.gray else None
         self.gray_fraction = gray_fraction if self.gray else 0.0
         self.desaturate_prob = desaturate_prob
+        self.hue_rotate_prob = hue_rotate_prob
         self.size = size
         self.min_frac = min_frac
         self.rng = np.random.default_rng(seed)
@@ -101,8 +112,29 @@ class CropSampler:
             if not gray and self.rng.random() < self.desaturate_prob:
                 luma = crop.mean(dim=1, keepdim=True)
                 crop = luma + self.rng.uniform(0.0, 1.0) * (crop - luma)
+            if not gray and self.hue_rotate_prob > 0 and self.rng.random() < self.hue_rotate_prob:
+                crop = rotate_hue(crop, self.rng.uniform(0.0, 2 * math.pi))
             out.append(crop.clamp(0, 1) * 2 - 1)
         return torch.cat(out)
+
+
+def rotate_hue(images: torch.Tensor, angle: float) -> torch.Tensor:
+    """Rotate RGB images (B, 3, H, W) about the grey axis (1, 1, 1) by ``angle`` radians.
+
+    Rodrigues' formula about the unit grey axis: every pixel keeps its projection on that axis,
+    so the channel mean (the luminance colourisation measures) is exactly preserved.
+    """
+    a = torch.full((3,), 1 / math.sqrt(3), dtype=images.dtype, device=images.device)
+    cross = torch.tensor(
+        [[0.0, -a[2], a[1]], [a[2], 0.0, -a[0]], [-a[1], a[0], 0.0]],
+        dtype=images.dtype,
+        device=images.device,
+    )
+    eye = torch.eye(3, dtype=images.dtype, device=images.device)
+    rot = (
+        math.cos(angle) * eye + math.sin(angle) * cross + (1 - math.cos(angle)) * torch.outer(a, a)
+    )
+    return torch.einsum("ij,bjhw->bihw", rot, images)
 
 
 def atomic_save(obj: Any, path: Path) -> None:
@@ -159,6 +191,8 @@ def train(cfg: DictConfig) -> None:
         gray_photos=gray,
         gray_fraction=float(cfg.data.get("gray_fraction", 0.0)),
         desaturate_prob=float(cfg.data.get("desaturate_prob", 0.0)),
+        device=device,
+        hue_rotate_prob=float(cfg.data.get("hue_rotate_prob", 0.0)),
     )
     gen = torch.Generator(device="cpu").manual_seed(int(tc.seed) + 1)
 
@@ -175,7 +209,8 @@ def train(cfg: DictConfig) -> None:
         step = int(cfg.get("init_step") or 0)
         log.info("initialised from %s, counting from step %d", cfg.init, step)
     if state_path.exists():
-        state = torch.load(state_path, map_location=device, weights_only=True)
+        # On the CPU first: the RNG states must stay CPU tensors; load_state_dict moves the rest.
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
         net.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         opt.load_state_dict(state["opt"])
@@ -195,6 +230,13 @@ def train(cfg: DictConfig) -> None:
     if tc.precision not in ("fp32", "bf16"):
         raise ConfigError(f"train.precision must be fp32 or bf16, got {tc.precision!r}.")
     use_bf16 = tc.precision == "bf16"
+    prediction = str(model_cfg.get("prediction", "eps"))
+    if prediction not in ("eps", "v"):
+        raise ConfigError(f"model.prediction must be eps or v, got {prediction!r}.")
+    # fp32 means fp32 on GPUs too (PyTorch lets cuDNN use TF32 by default): at the noisiest
+    # steps x̂_0 divides the ε error by √ᾱ_t ≈ 0.01, so the ε-network must be accurate to
+    # ~0.1 %, below bf16/TF32 rounding; bf16 is for fast early training only.
+    set_matmul_precision("fp32")
     total = int(tc.steps)
     n_params = sum(p.numel() for p in net.parameters())
     log.info(
@@ -204,13 +246,34 @@ def train(cfg: DictConfig) -> None:
         total,
         tc.batch_size,
     )
+    max_seconds = tc.get("max_seconds")
+    started = time.monotonic()
     bar = tqdm(
         total=total, initial=step, desc=f"train {model_cfg.name}", unit="step", file=sys.stderr
     )
     losses: list[float] = []
     last_save = time.monotonic()
+    ema_params, net_params = list(ema.parameters()), list(net.parameters())
+
+    def save_state() -> None:
+        atomic_save(
+            {
+                "model": net.state_dict(),
+                "ema": ema.state_dict(),
+                "opt": opt.state_dict(),
+                "step": step,
+                "elapsed": elapsed,
+                "crop_rng": crops.state(),
+                "gen": gen.get_state(),
+            },
+            state_path,
+        )
+
     with open(out_dir / "loss.jsonl", "a") as loss_log:
         while step < total:
+            if max_seconds is not None and time.monotonic() - started > float(max_seconds):
+                log.info("stopping at step %d: train.max_seconds=%s reached", step, max_seconds)
+                break
             t0 = time.perf_counter()
             x0 = crops.batch(int(tc.batch_size)).to(device)
             t = torch.randint(0, schedule.num_timesteps, (x0.shape[0],), generator=gen).to(device)
@@ -223,16 +286,16 @@ def train(cfg: DictConfig) -> None:
             # bf16 autocast: ~1.6x faster steps on CPUs with AMX/AVX512-BF16 and on GPUs; the
             # weights, optimiser and loss stay float32.
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                eps = net(x_t, t.float())
-            loss = F.mse_loss(eps.float(), noise)
+                out = net(x_t, t.float())
+            target = noise if prediction == "eps" else a.sqrt() * noise - (1 - a).sqrt() * x0
+            loss = F.mse_loss(out.float(), target)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), float(tc.grad_clip))
             opt.step()
             with torch.no_grad():
                 decay = min(float(tc.ema_decay), (1 + step) / (10 + step))
-                for pe, p in zip(ema.parameters(), net.parameters(), strict=True):
-                    pe.lerp_(p, 1 - decay)
+                torch._foreach_lerp_(ema_params, net_params, 1 - decay)
             step += 1
             elapsed += time.perf_counter() - t0
             losses.append(float(loss.detach()))
@@ -250,20 +313,10 @@ def train(cfg: DictConfig) -> None:
                 or step == total
                 or time.monotonic() - last_save > 600
             ):
-                atomic_save(
-                    {
-                        "model": net.state_dict(),
-                        "ema": ema.state_dict(),
-                        "opt": opt.state_dict(),
-                        "step": step,
-                        "elapsed": elapsed,
-                        "crop_rng": crops.state(),
-                        "gen": gen.get_state(),
-                    },
-                    state_path,
-                )
+                save_state()
                 last_save = time.monotonic()
     bar.close()
+    save_state()
     if cfg.export:
         meta = {
             "model": str(model_cfg.name),
@@ -271,6 +324,7 @@ def train(cfg: DictConfig) -> None:
             "train_seconds": f"{elapsed:.0f}",
             "data": f"scikit-image sample photos, split={cfg.data.split}",
             "network": json.dumps(OmegaConf.to_container(model_cfg.network, resolve=True)),
+            "prediction": prediction,
         }
         export_ema(ema, Path(cfg.export), meta)
         log.info("exported EMA weights to %s", cfg.export)

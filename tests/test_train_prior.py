@@ -75,3 +75,20 @@ def test_heldout_photos_are_refused(tmp_path: Path) -> None:
     proc = train(tmp_path / "run", "train.steps=1", "data.split=heldout")
     assert proc.returncode == 2
     assert "held-out" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_hue_rotation_keeps_luminance_and_inverts() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_prior", ROOT / "scripts/train_prior.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    x = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    y = module.rotate_hue(x, 2.0)
+    # colourisation measures the channel mean: the augmentation must leave it unchanged
+    torch.testing.assert_close(y.mean(1), x.mean(1), atol=1e-6, rtol=0)
+    assert (y - x).abs().max() > 0.05
+    torch.testing.assert_close(module.rotate_hue(y, -2.0), x, atol=1e-6, rtol=0)
+    # a rotation: per-pixel colour vectors keep their length
+    torch.testing.assert_close(y.norm(dim=1), x.norm(dim=1), atol=1e-6, rtol=0)
