@@ -1,4 +1,4 @@
-"""``python -m ddrm_exp``: the Hydra entry point."""
+"""``python -m ddrm_exp``: the Hydra entry point; ``torchrun ... -m ddrm_exp`` for several ranks."""
 
 from __future__ import annotations
 
@@ -11,17 +11,33 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from ddrm_exp import distributed
 from ddrm_exp.errors import ConfigError
 from ddrm_exp.paths import CONF_DIR
 
 log = logging.getLogger("ddrm_exp")
 
 
+def _check_launcher(hc: DictConfig) -> None:
+    """A job is one process (or one torchrun): several submitit tasks would each run all of it."""
+    launcher = hc.get("launcher") or {}
+    for key in ("tasks_per_node", "nodes"):
+        value = launcher.get(key)
+        if isinstance(value, int) and value > 1:
+            raise ConfigError(
+                f"hydra.launcher.{key}={value}: each task would compute the whole job. Keep "
+                f"{key}=1 (one GPU per job), or run one job over several GPUs with torchrun "
+                "(README, 'Scaling out')."
+            )
+
+
 def _context(cfg: DictConfig):  # noqa: ANN202 - returns runner.RunContext, imported lazily
     from ddrm_exp.runner import RunContext
 
     hc = HydraConfig.get()
-    output_dir = Path(hc.runtime.output_dir)
+    _check_launcher(hc)
+    shard = distributed.current()
+    output_dir = distributed.agree_output_dir(Path(hc.runtime.output_dir), shard)
     if hc.mode == RunMode.MULTIRUN:
         sweep = Path(hc.sweep.dir)
         group = f"{sweep.parent.name}_{sweep.name}"
@@ -30,7 +46,9 @@ def _context(cfg: DictConfig):  # noqa: ANN202 - returns runner.RunContext, impo
         group = None
         job_name = f"{output_dir.parent.name}_{output_dir.name}"
     choices = {k: str(v) for k, v in hc.runtime.choices.items() if not k.startswith("hydra")}
-    return RunContext(output_dir=output_dir, job_name=job_name, group=group, choices=choices)
+    return RunContext(
+        output_dir=output_dir, job_name=job_name, group=group, choices=choices, shard=shard
+    )
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
@@ -43,9 +61,15 @@ def main(cfg: DictConfig) -> None:
     except ConfigError as exc:
         print(f"ddrm_exp: error: {exc}", file=sys.stderr)
         sys.exit(2)
-    print(format_summary(summary))
-    print(f"Outputs: {ctx.output_dir}")
+    if ctx.shard.is_main:
+        print(format_summary(summary))
+        print(f"Outputs: {ctx.output_dir}")
 
 
 if __name__ == "__main__":
-    main()
+    # Before Hydra: the ranks of a torchrun must agree on the clock Hydra names directories by.
+    distributed.init_from_env()
+    try:
+        main()
+    finally:
+        distributed.shutdown()

@@ -19,14 +19,22 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
+from ddrm_exp import distributed
 from ddrm_exp.config import image_size_of, instantiate_config, resolve_device, validate
 from ddrm_exp.degradations.base import HFunctions
+from ddrm_exp.distributed import RunResults, Shard
 from ddrm_exp.errors import ConfigError
 from ddrm_exp.metrics.image import LPIPSMetric, psnr, ssim
 from ddrm_exp.metrics.summary import format_stat, mean_ci
 from ddrm_exp.models.base import DiffusionPrior
 from ddrm_exp.samplers.ddrm import draw_noise
-from ddrm_exp.tracking.files import ResultsFile, save_grid, save_png, write_json_atomic
+from ddrm_exp.tracking.files import save_grid, save_png, write_json_atomic, write_text_atomic
+from ddrm_exp.tracking.resume import (
+    GRID_NAME,
+    SUMMARY_NAME,
+    complete_summary,
+    config_hash,
+)
 from ddrm_exp.tracking.trackers import NullTracker, Tracker, WandbTracker
 
 log = logging.getLogger(__name__)
@@ -50,6 +58,8 @@ class RunContext:
     job_name: str = "run"
     group: str | None = None
     choices: dict[str, str] | None = None
+    # Which share of the dataset this process computes (torchrun); one process does it all.
+    shard: Shard = distributed.SINGLE
 
 
 def measure(
@@ -76,7 +86,19 @@ def sampler_params(cfg: DictConfig) -> dict[str, Any]:
     return {k: v for k, v in values.items() if not str(k).startswith("_")}  # type: ignore[union-attr]
 
 
+def image_paths(out_dir: Path, index: int, name: str) -> dict[str, Path]:
+    """Where an image's PNGs go: ``images/<index>_<name>_{original,pinv,restored}.png``."""
+    stem = f"{index:05d}_{name}"
+    return {kind: out_dir / "images" / f"{stem}_{kind}.png" for kind in IMAGE_KINDS}
+
+
+IMAGE_KINDS = ("original", "pinv", "restored")
+
+
 def build_tracker(cfg: DictConfig, ctx: RunContext) -> Tracker:
+    # The run is logged once, by rank 0, with every rank's images.
+    if not ctx.shard.is_main:
+        return NullTracker()
     logger = cfg.get("logger")
     if logger is None or logger.get("name") in (None, "none"):
         return NullTracker()
@@ -112,9 +134,14 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
-    """Run one experiment and return its summary (also written to ``summary.json``)."""
+    """Run one experiment and return its summary (also written to ``summary.json``).
+
+    Under torchrun every rank calls this with its own ``ctx.shard``: each computes its share of
+    the images and rank 0 merges, summarises and logs; every rank returns the summary.
+    """
     validate(cfg)
-    device = resolve_device(cfg.device)
+    shard = ctx.shard
+    device = distributed.device_for(resolve_device(cfg.device), shard)
     height, width = image_size_of(cfg)
     shape = (3, height, width)
     out_dir = ctx.output_dir
@@ -134,6 +161,18 @@ def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
     assumed = cfg.noise.get("assumed_sigma_y")
     sigma_assumed = sigma_y if assumed is None else float(assumed)
 
+    fingerprint = config_hash(cfg)
+    if not cfg.overwrite:
+        done = complete_summary(out_dir, len(dataset), fingerprint)
+        if done is not None:
+            log.info(
+                "skipping job: summary.json complete (%d images, config_hash %s) in %s",
+                len(dataset),
+                fingerprint,
+                out_dir,
+            )
+            return done
+
     prior: DiffusionPrior = instantiate_config("model", cfg.model)
     prior = prior.to(device).eval()
     if tuple(prior.shape) != shape:
@@ -148,26 +187,27 @@ def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
         )
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, out_dir / "config_resolved.yaml", resolve=True)
-    results = ResultsFile(out_dir / "results.jsonl", overwrite=bool(cfg.overwrite))
-    todo = [i for i in range(len(dataset)) if not results.done(i)]
-    if len(todo) < len(dataset):
-        log.info(
-            "Resuming: %d of %d images already in results.jsonl",
-            len(dataset) - len(todo),
-            len(dataset),
-        )
+    if shard.is_main:
+        write_text_atomic(out_dir / "config_resolved.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    results = RunResults.open(out_dir, shard, fingerprint, overwrite=bool(cfg.overwrite))
+    todo = [i for i in shard.indices(len(dataset)) if i not in results.done]
+    log_plan(shard, len(dataset), len(todo), results)
 
     params = sampler_params(cfg)
     metrics = Metrics(cfg, device)
     tracker = build_tracker(cfg, ctx)
     seed = int(cfg.seed)
-    grid_rows: list[list[Tensor]] = []
+    grid_max = int(cfg.grid_max_images)
+    grid_rows: dict[int, list[Tensor]] = {}
+    computed: list[int] = []
     loader = DataLoader(Subset(dataset, todo), batch_size=int(cfg.batch_size), shuffle=False)
+    desc = f"{ctx.job_name} {sampler.name}"
+    # One progress line per rank, stacked, rather than all ranks redrawing the same line.
+    position = shard.rank if shard.is_distributed else None
+    if shard.is_distributed:
+        desc += f" [{shard}]"
     try:
-        for batch in tqdm(
-            loader, desc=f"{ctx.job_name} {sampler.name}", unit="batch", disable=None
-        ):
+        for batch in tqdm(loader, desc=desc, unit="batch", disable=None, position=position):
             x = batch["image"].to(device)
             indices = [int(i) for i in batch["index"]]
             names = list(batch["name"])
@@ -192,16 +232,12 @@ def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
             for j, (index, name) in enumerate(zip(indices, names, strict=True)):
                 paths: dict[str, Path] = {}
                 if cfg.save_images:
-                    stem = f"{index:05d}_{name}"
-                    for kind, img in (
-                        ("original", x[j]),
-                        ("pinv", baseline[j]),
-                        ("restored", x_hat[j]),
-                    ):
-                        paths[kind] = out_dir / "images" / f"{stem}_{kind}.png"
+                    paths = image_paths(out_dir, index, name)
+                    for kind, img in zip(IMAGE_KINDS, (x[j], baseline[j], x_hat[j]), strict=True):
                         save_png(img, paths[kind])
-                if len(grid_rows) < int(cfg.grid_max_images):
-                    grid_rows.append([x[j].cpu(), baseline[j].cpu(), x_hat[j].cpu()])
+                # Indices arrive in increasing order, so these are this shard's first images.
+                if len(grid_rows) < grid_max:
+                    grid_rows[index] = [x[j].cpu(), baseline[j].cpu(), x_hat[j].cpu()]
                 record = {
                     "index": index,
                     "name": name,
@@ -217,20 +253,86 @@ def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
                     "batch_size": len(indices),
                     "restored": restored_m[j],
                     "baseline": baseline_m[j],
+                    "config_hash": fingerprint,
                 }
                 results.append(record)
+                computed.append(index)
                 tracker.log_result(record, paths)
 
-        records = [results.records[i] for i in sorted(results.records)]
-        grid_path = out_dir / "grid.png"
-        save_grid(grid_rows, grid_path)
-        summary = build_summary(
-            cfg, records, choices, sampler.name, lpips_note=metrics.lpips.reason
-        )
-        write_json_atomic(out_dir / "summary.json", summary)
-        tracker.log_summary(summary, grid_path if grid_rows else None)
+        # Gathering waits for every rank: after it, all per-rank files are complete on disk.
+        shares = distributed.gather((computed, grid_rows), shard)
+        summary: dict[str, Any] | None = None
+        if shares is not None:
+            summary = finish(
+                cfg,
+                ctx,
+                results,
+                shares,
+                len(dataset),
+                tracker,
+                sampler.name,
+                lpips_note=metrics.lpips.reason,
+            )
     finally:
         tracker.finish()
+    summary = distributed.broadcast(summary, shard)
+    assert summary is not None
+    return summary
+
+
+def log_plan(shard: Shard, num_images: int, num_todo: int, results: RunResults) -> None:
+    mine = len(shard.indices(num_images))
+    if results.stale:
+        log.warning(
+            "%d image(s) in %s were computed with other settings (config_hash differs); "
+            "recomputing them",
+            len(results.stale),
+            results.out_dir,
+        )
+    where = f"{shard}: " if shard.is_distributed else ""
+    if num_todo < mine:
+        log.info(
+            "%sresuming: %d of %d images already done, %d to compute",
+            where,
+            mine - num_todo,
+            mine,
+            num_todo,
+        )
+    elif shard.is_distributed:
+        log.info("%s%d image%s", where, num_todo, "" if num_todo == 1 else "s")
+
+
+def finish(
+    cfg: DictConfig,
+    ctx: RunContext,
+    results: RunResults,
+    shares: list[tuple[list[int], dict[int, list[Tensor]]]],
+    num_images: int,
+    tracker: Tracker,
+    sampler_name: str,
+    lpips_note: str | None,
+) -> dict[str, Any]:
+    """Rank 0 (or the only process): merge the results, write the grid and summary, log once."""
+    out_dir = ctx.output_dir
+    merged = results.merge()
+    # The tracker saw rank 0's images as they came; the other ranks' arrive here.
+    for computed, _ in shares[1:]:
+        for index in computed:
+            record = merged[index]
+            paths = image_paths(out_dir, index, record["name"]) if cfg.save_images else {}
+            tracker.log_result(record, paths)
+    rows = {i: row for _, grid_rows in shares for i, row in grid_rows.items()}
+    grid = [rows[i] for i in sorted(rows)[: int(cfg.grid_max_images)]]
+    grid_path = out_dir / GRID_NAME
+    save_grid(grid, grid_path)
+    records = [merged[i] for i in range(num_images) if i in merged]
+    missing = num_images - len(records)
+    if missing:
+        raise RuntimeError(f"{missing} of {num_images} images have no result in {out_dir}.")
+    summary = build_summary(cfg, records, ctx.choices or {}, sampler_name, lpips_note=lpips_note)
+    summary["config_hash"] = results.fingerprint
+    write_json_atomic(out_dir / SUMMARY_NAME, summary)
+    tracker.log_summary(summary, grid_path if grid else None)
     return summary
 
 

@@ -1,0 +1,115 @@
+"""What a run directory already holds: which results can be reused, whether a job is complete.
+
+A run directory belongs to one configuration. Every record and the summary carry a
+``config_hash`` of the settings that change per-image results, so a rerun (or a multirun whose
+job numbers now point at other settings) never mixes results of different configurations:
+records of another hash are recomputed, and a job is skipped only when its ``summary.json`` is
+complete for the current hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from ddrm_exp.tracking.files import read_json, read_records
+
+log = logging.getLogger(__name__)
+
+RESULTS_NAME = "results.jsonl"
+SUMMARY_NAME = "summary.json"
+GRID_NAME = "grid.png"
+
+# Settings that do not change any image's result: where things are written or logged, the
+# device and the batch (per-image noise is seeded by dataset index, not by batch), and how many
+# images are taken (image i is the same image for every dataset.limit). Changing these reuses
+# what a directory holds.
+_NEUTRAL = (
+    "overwrite",
+    "paths",
+    "logger",
+    "device",
+    "batch_size",
+    "save_images",
+    "grid_max_images",
+    "dataset.limit",
+)
+_RANK_FILE = re.compile(r"results\.rank(\d+)\.jsonl")
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """A short hash of the resolved settings that determine per-image results."""
+    values: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    for dotted in _NEUTRAL:
+        *parents, leaf = dotted.split(".")
+        node: Any = values
+        for key in parents:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    text = json.dumps(values, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def rank_results_name(rank: int) -> str:
+    return f"results.rank{rank}.jsonl"
+
+
+def results_files(out_dir: Path) -> list[Path]:
+    """``results.jsonl`` first, then the per-rank files of a distributed run, by rank."""
+    ranks = [
+        (int(m.group(1)), p)
+        for p in out_dir.glob("results.rank*.jsonl")
+        if (m := _RANK_FILE.fullmatch(p.name))
+    ]
+    return [out_dir / RESULTS_NAME, *(p for _, p in sorted(ranks))]
+
+
+def matches(record: dict[str, Any], fingerprint: str) -> bool:
+    """Whether a stored record was computed under the current settings.
+
+    Records written before hashes were recorded carry none and are trusted, as they always were.
+    """
+    stored = record.get("config_hash")
+    return stored is None or stored == fingerprint
+
+
+def complete_summary(out_dir: Path, num_images: int, fingerprint: str) -> dict[str, Any] | None:
+    """The job's ``summary.json`` if the job is complete, else None.
+
+    Complete means: the summary parses, counts every image of the dataset as configured now and
+    has the current ``config_hash``; and ``results.jsonl`` holds an intact record of each of
+    those images, with no per-rank file waiting to be merged. The results are checked too, not
+    trusted from the summary, so a damaged ``results.jsonl`` is repaired by rerunning.
+    """
+    summary = read_json(out_dir / SUMMARY_NAME)
+    if not isinstance(summary, dict):
+        return None
+    if summary.get("count") != num_images or summary.get("config_hash") != fingerprint:
+        return None
+    if len(results_files(out_dir)) > 1:
+        return None
+    records, dropped = read_records(out_dir / RESULTS_NAME)
+    done = {int(r["index"]) for r in records if matches(r, fingerprint)}
+    if dropped or not done.issuperset(range(num_images)):
+        return None
+    return summary
+
+
+def clear_outputs(out_dir: Path) -> list[Path]:
+    """``overwrite=true``: remove the results, summary and grid of earlier runs, per-rank files too.
+
+    Images are left to be overwritten one by one; they are named by dataset index.
+    """
+    removed = []
+    for path in [*results_files(out_dir), out_dir / SUMMARY_NAME, out_dir / GRID_NAME]:
+        if path.exists():
+            path.unlink()
+            removed.append(path)
+    return removed
