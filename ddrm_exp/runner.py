@@ -26,6 +26,7 @@ from ddrm_exp.distributed import RunResults, Shard
 from ddrm_exp.errors import ConfigError
 from ddrm_exp.metrics.image import LPIPSMetric, psnr, ssim
 from ddrm_exp.metrics.summary import format_stat, mean_ci
+from ddrm_exp.models.acceleration import Acceleration, accelerate, check_supported
 from ddrm_exp.models.base import DiffusionPrior
 from ddrm_exp.samplers.ddrm import draw_noise
 from ddrm_exp.tracking.files import save_grid, save_png, write_json_atomic, write_text_atomic
@@ -157,6 +158,12 @@ def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
             f"degradation._target_ builds a {type(operator).__name__}, not an HFunctions operator."
         )
     sampler = instantiate_config("sampler", cfg.sampler)
+    acceleration = Acceleration(
+        str(cfg.get("precision", "fp32")),
+        bool(cfg.get("channels_last", False)),
+        bool(cfg.get("compile", False)),
+    )
+    check_supported(acceleration, device)
     sigma_y = float(cfg.noise.sigma_y)
     assumed = cfg.noise.get("assumed_sigma_y")
     sigma_assumed = sigma_y if assumed is None else float(assumed)
@@ -174,7 +181,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
             return done
 
     prior: DiffusionPrior = instantiate_config("model", cfg.model)
-    prior = prior.to(device).eval()
+    prior = accelerate(prior.to(device).eval(), acceleration)
     if tuple(prior.shape) != shape:
         raise ConfigError(
             f"The model takes images of shape {tuple(prior.shape)}, but the run is configured "

@@ -3,6 +3,7 @@
     python scripts/bench.py                                   # tiny (random init ok), CPU
     python scripts/bench.py --models tiny gaussian --batches 1 8 --samplers ddrm mcg
     python scripts/bench.py --models lsun_bedroom --random-init --device cuda --batches 1 6
+    python scripts/bench.py --device cuda --precisions fp32 tf32 bf16 fp16 --quality --sync-check
 
 For each model × batch size it times, on the same shapes and in this order, repeated
 ``--repeats`` times (median reported):
@@ -16,6 +17,12 @@ DDRM. Peak memory is exact on CUDA (``max_memory_allocated``); on the CPU it is 
 the process's resident memory during the run, sampled every millisecond — an approximation.
 ``--random-init`` builds a model's architecture without its weights (timing does not depend on
 the weights), so the published models can be timed without downloading them.
+
+``--precisions``, ``--channels-last`` and ``--compile`` time every combination given (see
+``ddrm_exp.models.acceleration``). ``--quality`` restores the held-out sample photos with the
+bundled ``tiny`` model under each precision and prints the mean PSNR change against fp32 (same
+measurements and noise). ``--sync-check`` (CUDA) runs each sampler once under
+``torch.cuda.set_sync_debug_mode`` and counts the host synchronisations of the whole run.
 """
 
 from __future__ import annotations
@@ -35,10 +42,13 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from ddrm_exp.metrics import psnr
+from ddrm_exp.models.acceleration import Acceleration, accelerate
 from ddrm_exp.models.base import DiffusionPrior
 from ddrm_exp.models.pretrained import build_network
 from ddrm_exp.models.schedule import Schedule
 from ddrm_exp.paths import CONF_DIR
+from ddrm_exp.runner import STREAM_MEASUREMENT, STREAM_SAMPLER, image_generator, measure
 from ddrm_exp.samplers import DDRM, MCG
 
 
@@ -124,6 +134,84 @@ def timed(fn: Callable[[], object], device: torch.device, repeats: int) -> tuple
     return statistics.median(times), max(peaks)
 
 
+def count_syncs(fn: Callable[[], object]) -> int:
+    """Host synchronisations while ``fn`` runs, as reported by CUDA's sync debug mode."""
+    import warnings
+
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            fn()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message) for w in caught)
+
+
+def compose_config(overrides: list[str]):  # noqa: ANN201 (a DictConfig)
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides)
+
+
+QUALITY_TASKS = [("sr4", 0.05), ("deblur_gauss", 0.05), ("inpaint_random", 0.0), ("colorize", 0.0)]
+
+
+def quality(device: torch.device, accs: list[Acceleration], timesteps: int) -> list[str]:
+    """Mean PSNR of the bundled model under each setting, and its change against fp32."""
+    cfg = compose_config(["model=tiny"])
+    size = int(cfg.model.image_size)
+    data = instantiate(cfg.dataset, image_size=(size, size))
+    x = torch.stack([data[i]["image"] for i in range(len(data))]).to(device)
+    base = instantiate(cfg.model).to(device).eval()
+    reference = Acceleration()
+    settings = [reference, *(a for a in accs if a != reference)]
+    sampler = DDRM(timesteps, 0.85, 1.0)
+    lines = [
+        "",
+        f"quality: model=tiny, {len(data)} held-out photos, DDRM {timesteps} steps; mean PSNR "
+        "(dB) and its change against fp32 (same measurements and noise)",
+        "",
+        "| setting | " + " | ".join(t for t, _ in QUALITY_TASKS) + " | mean Δ vs fp32 |",
+        "|---|" + "---|" * (len(QUALITY_TASKS) + 1),
+    ]
+    means: dict[Acceleration, list[float]] = {}
+    for acc in settings:
+        prior = accelerate(base, acc)
+        row = []
+        for task, sigma_y in QUALITY_TASKS:
+            deg = compose_config([f"degradation={task}"]).degradation
+            op = instantiate(deg, shape=(3, size, size), device=device)
+            idx = range(len(data))
+            y = measure(op, x, sigma_y, [image_generator(0, i, STREAM_MEASUREMENT) for i in idx])
+            gens = [image_generator(0, i, STREAM_SAMPLER) for i in idx]
+            x_hat = sampler.sample(prior, op, y, sigma_y, generator=gens).x0
+            row.append(statistics.mean(psnr(x_hat, x)))
+        means[acc] = row
+        delta = statistics.mean(a - b for a, b in zip(row, means[reference], strict=True))
+        cells = " | ".join(f"{v:.2f}" for v in row)
+        line = f"| {describe(acc)} | {cells} | {delta:+.3f} |"
+        lines.append(line)
+        print(line, flush=True)
+    set_default_precision()
+    return lines
+
+
+def describe(acc: Acceleration) -> str:
+    parts = [acc.precision]
+    if acc.channels_last:
+        parts.append("channels_last")
+    if acc.compile:
+        parts.append("compile")
+    return "+".join(parts)
+
+
+def set_default_precision() -> None:
+    from ddrm_exp.models.acceleration import set_matmul_precision
+
+    set_matmul_precision("fp32")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -136,6 +224,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
+        "--precisions", nargs="+", default=["fp32"], choices=["fp32", "tf32", "bf16", "fp16"]
+    )
+    parser.add_argument("--channels-last", action="store_true", help="also time channels_last")
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile")
+    parser.add_argument("--quality", action="store_true", help="PSNR change of each precision")
+    parser.add_argument("--sync-check", action="store_true", help="count host syncs (CUDA)")
+    parser.add_argument(
         "--random-init", action="store_true", help="time architectures without weights"
     )
     parser.add_argument(
@@ -144,15 +239,17 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.manual_seed(0)
+    accs = [Acceleration(p) for p in args.precisions]
+    if args.channels_last:
+        accs += [Acceleration(a.precision, channels_last=True) for a in list(accs)]
+    if args.compile:
+        accs += [Acceleration(a.precision, a.channels_last, compile=True) for a in list(accs)]
 
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        deg_cfg = compose(
-            config_name="config", overrides=[f"degradation={args.degradation}"]
-        ).degradation
-
+    deg_cfg = compose_config([f"degradation={args.degradation}"]).degradation
     header = (
-        "| model | batch | run | s/step | NFE/s | s/image | peak MB "
+        "| model | setting | batch | run | s/step | NFE/s | s/image | peak MB "
         "| overhead vs network | per-step ratio vs DDRM |"
+        + (" host syncs |" if args.sync_check else "")
     )
     lines = [
         f"device: {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}, "
@@ -160,45 +257,71 @@ def main() -> None:
         f"{args.degradation}, {args.timesteps} steps, median of {args.repeats}",
         "",
         header,
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if args.sync_check else ""),
     ]
     print("\n".join(lines), flush=True)
     for model_name in args.models:
-        prior = build_prior(model_name, args.random_init, device)
-        c, h, w = prior.shape
+        base = build_prior(model_name, args.random_init, device)
+        c, h, w = base.shape
         op = instantiate(deg_cfg, shape=(c, h, w), device=device)
-        for batch in args.batches:
-            x = torch.rand(batch, c, h, w, device=device) * 2 - 1
-            y = op.H(x.reshape(batch, -1))
-            sampler_ddrm = DDRM(args.timesteps, 0.85, 1.0)
-            nfe = len(sampler_ddrm.sequence(prior))
-            t = torch.full((batch,), 500.0, device=device)
-
-            samplers: dict[str, DDRM] = {"ddrm": sampler_ddrm}
-            if "mcg" in args.samplers:
-                samplers["mcg"] = MCG(args.timesteps, 0.85, 1.0, grad_scale=1.0)
-            runs: dict[str, Callable[[], object]] = {
-                "network": partial(network_loop, prior, x, t, nfe)
-            }
-            for name in args.samplers:
-                runs[name] = partial(samplers[name].sample, prior, op, y, 0.05)
-            results = {name: timed(fn, device, args.repeats) for name, fn in runs.items()}
-            net_time = results["network"][0]
-            ddrm_time = results.get("ddrm", (None, 0))[0]
-            for name, (seconds, peak) in results.items():
-                overhead = (
-                    "" if name == "network" else f"{(seconds - net_time) / net_time * 100:+.1f} %"
-                )
-                ratio = f"{seconds / ddrm_time:.2f}×" if ddrm_time and name != "network" else ""
-                row = (
-                    f"| {model_name} | {batch} | {name} | {seconds / nfe:.4f} "
-                    f"| {nfe / seconds:.2f} | {seconds / batch:.3f} | {peak / 2**20:.0f} "
-                    f"| {overhead} | {ratio} |"
-                )
-                lines.append(row)
-                print(row, flush=True)
+        for acc in accs:
+            prior = accelerate(base, acc)
+            for batch in args.batches:
+                lines += bench_one(args, device, prior, op, model_name, describe(acc), batch)
+        set_default_precision()
+    if args.quality:
+        lines += quality(device, accs, args.timesteps)
     if args.out:
         args.out.write_text("\n".join(lines) + "\n")
+
+
+def bench_one(
+    args: argparse.Namespace,
+    device: torch.device,
+    prior: DiffusionPrior,
+    op: object,
+    model_name: str,
+    setting: str,
+    batch: int,
+) -> list[str]:
+    c, h, w = prior.shape
+    x = torch.rand(batch, c, h, w, device=device) * 2 - 1
+    y = op.H(x.reshape(batch, -1))  # type: ignore[attr-defined]
+    sampler_ddrm = DDRM(args.timesteps, 0.85, 1.0)
+    nfe = len(sampler_ddrm.sequence(prior))
+    t = torch.full((batch,), 500.0, device=device)
+    # Per-image CPU generators, as the runner uses: their noise reaches the device without a
+    # blocking copy (pinned memory), which is part of what is measured.
+    gens = [torch.Generator().manual_seed(i) for i in range(batch)]
+
+    samplers: dict[str, DDRM] = {"ddrm": sampler_ddrm}
+    if "mcg" in args.samplers:
+        samplers["mcg"] = MCG(args.timesteps, 0.85, 1.0, grad_scale=1.0)
+    runs: dict[str, Callable[[], object]] = {"network": partial(network_loop, prior, x, t, nfe)}
+    for name in args.samplers:
+        runs[name] = partial(samplers[name].sample, prior, op, y, 0.05, generator=gens)
+    results = {name: timed(fn, device, args.repeats) for name, fn in runs.items()}
+    syncs = (
+        {name: count_syncs(fn) for name, fn in runs.items()}
+        if args.sync_check and device.type == "cuda"
+        else {}
+    )
+    net_time = results["network"][0]
+    ddrm_time = results.get("ddrm", (None, 0))[0]
+    rows = []
+    for name, (seconds, peak) in results.items():
+        overhead = "" if name == "network" else f"{(seconds - net_time) / net_time * 100:+.1f} %"
+        ratio = f"{seconds / ddrm_time:.2f}×" if ddrm_time and name != "network" else ""
+        row = (
+            f"| {model_name} | {setting} | {batch} | {name} | {seconds / nfe:.4f} "
+            f"| {nfe / seconds:.2f} | {seconds / batch:.3f} | {peak / 2**20:.0f} "
+            f"| {overhead} | {ratio} |"
+        )
+        if args.sync_check:
+            row += f" {syncs.get(name, 'n/a')} |"
+        rows.append(row)
+        print(row, flush=True)
+    return rows
 
 
 if __name__ == "__main__":

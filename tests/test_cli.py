@@ -128,6 +128,8 @@ def test_rerun_in_same_dir_resumes(tmp_path: Path) -> None:
         (["noise.sigma_y=-0.1"], ["noise.sigma_y", "-0.1"]),
         (["sampler.timesteps=0"], ["sampler.timesteps", "1..1000"]),
         (["sampler.timesteps=5000"], ["sampler.timesteps", "5000"]),
+        (["precision=fp8"], ["precision='fp8'"]),
+        (["device=cpu", "precision=fp16"], ["fp16 needs a CUDA device"]),
         (["degradation=sr4", "model.image_size=30"], ["30", "4"]),
         (["dataset=folder", "dataset.root=/nonexistent/images"], ["/nonexistent/images"]),
         (
@@ -159,3 +161,26 @@ def test_bundled_tiny_model_runs(tmp_path: Path) -> None:
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["model"] == "tiny" and summary["count"] == 2
     assert summary["restored"]["psnr"]["mean"] > 15
+
+
+def test_speed_options_run_through_the_cli(tmp_path: Path) -> None:
+    """bf16 autocast and channels_last on the bundled model: a normal run, close to fp32."""
+    psnrs = {}
+    for name, extra in (("fp32", []), ("bf16", ["precision=bf16", "channels_last=true"])):
+        run_dir = tmp_path / name
+        proc = run_cli(
+            [
+                "model=tiny",
+                "degradation=sr4",
+                "logger=none",
+                "device=cpu",
+                *FAST,
+                *extra,
+                f"hydra.run.dir={run_dir}",
+            ],
+            cwd=tmp_path,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        psnrs[name] = [r["restored"]["psnr"] for r in read_results(run_dir)]
+    for a, b in zip(psnrs["fp32"], psnrs["bf16"], strict=True):
+        assert abs(a - b) < 0.2, psnrs
