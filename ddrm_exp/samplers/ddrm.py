@@ -76,11 +76,15 @@ def draw_noise(
 
 @dataclass
 class SampleResult:
-    """What a sampler returns: the restoration, its NFE and optionally the x̂_0 trajectory."""
+    """What a sampler returns: the restoration, its NFE and optionally the x̂_0 trajectory.
+
+    ``kernel``: the blur kernels (B, kh, kw) a blind sampler estimated; None for the others.
+    """
 
     x0: Tensor
     nfe: int
     trajectory: list[Tensor] = field(default_factory=list)
+    kernel: Tensor | None = None
 
 
 @dataclass
