@@ -19,7 +19,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from ddrm_exp import distributed
+from ddrm_exp import blind, distributed
 from ddrm_exp.config import image_size_of, instantiate_config, resolve_device, validate
 from ddrm_exp.degradations.base import HFunctions
 from ddrm_exp.distributed import RunResults, Shard
@@ -157,7 +157,11 @@ def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
         raise ConfigError(
             f"degradation._target_ builds a {type(operator).__name__}, not an HFunctions operator."
         )
+    # Dataset measurements (real blur) and per-image kernels (blind deblurring); None otherwise.
+    plan = blind.MeasurementPlan.build(cfg, dataset, operator, shape, choices)
     sampler = instantiate_config("sampler", cfg.sampler)
+    if plan is not None:
+        sampler = plan.sampler_for(cfg, sampler)
     acceleration = Acceleration(
         str(cfg.get("precision", "fp32")),
         bool(cfg.get("channels_last", False)),
@@ -218,24 +222,27 @@ def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
             x = batch["image"].to(device)
             indices = [int(i) for i in batch["index"]]
             names = list(batch["name"])
-            y = measure(
-                operator,
-                x,
-                sigma_y,
-                [image_generator(seed, i, STREAM_MEASUREMENT) for i in indices],
-            )
+            meas_gens = [image_generator(seed, i, STREAM_MEASUREMENT) for i in indices]
+            batch_op, measured = operator, None
+            if plan is None:
+                y = measure(operator, x, sigma_y, meas_gens)
+            else:
+                measured = plan.measure(batch, x, sigma_y, meas_gens)
+                batch_op, y = measured.operator, measured.y
             gens = [image_generator(seed, i, STREAM_SAMPLER) for i in indices]
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             start = time.perf_counter()
-            result = sampler.sample(prior, operator, y, sigma_assumed, generator=gens)
+            result = sampler.sample(prior, batch_op, y, sigma_assumed, generator=gens)
             x_hat = result.x0
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             seconds = time.perf_counter() - start
-            baseline = operator.H_pinv(y).reshape(x.shape)
-            restored_m = metrics(operator, x_hat, x, y)
-            baseline_m = metrics(operator, baseline, x, y)
+            if plan is not None and measured is not None:
+                batch_op = plan.after_sampling(measured, result)
+            baseline = batch_op.H_pinv(y).reshape(x.shape)
+            restored_m = metrics(batch_op, x_hat, x, y)
+            baseline_m = metrics(batch_op, baseline, x, y)
             for j, (index, name) in enumerate(zip(indices, names, strict=True)):
                 paths: dict[str, Path] = {}
                 if cfg.save_images:
@@ -262,6 +269,10 @@ def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
                     "baseline": baseline_m[j],
                     "config_hash": fingerprint,
                 }
+                if plan is not None and measured is not None:
+                    record.update(
+                        plan.record(measured, j, out_dir, index, name, bool(cfg.save_images))
+                    )
                 results.append(record)
                 computed.append(index)
                 tracker.log_result(record, paths)
@@ -372,6 +383,7 @@ def build_summary(
         "eta_b": cfg.sampler.get("eta_b"),
         "seed": int(cfg.seed),
         **summarize(records),
+        **blind.summary_extras(records),
     }
     if lpips_note:
         summary["lpips_note"] = lpips_note
@@ -391,4 +403,12 @@ def format_summary(summary: dict[str, Any]) -> str:
         if r and r.get("mean") is not None:
             restored, baseline = format_stat(r, 3, "n/a"), format_stat(b, 3, "n/a")
             lines.append(f"  {key:6s} restored {restored:>18s}   H⁺y baseline {baseline:>18s}")
+    measured = (summary.get("measurement") or {}).get("psnr")
+    if measured and measured.get("mean") is not None:
+        lines.append(f"  psnr   of the measurement itself {format_stat(measured, 3):>18s}")
+    kernel = summary.get("kernel") or {}
+    for key, label, digits in (("ncc", "kernel NCC", 3), ("estimation_seconds", "kernel s", 3)):
+        stat = kernel.get(key)
+        if stat and stat.get("mean") is not None:
+            lines.append(f"  {label} ({kernel.get('assumed')}) {format_stat(stat, digits)}")
     return "\n".join(lines)

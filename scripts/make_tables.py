@@ -2,10 +2,13 @@
 
     python scripts/make_tables.py outputs/multirun/2026-11-26/12-00-00
     python scripts/make_tables.py DIR [DIR ...] --table table1 --out tables/ --wandb
+    python scripts/make_tables.py --table table2 DIR      # blind deblurring, synthetic blur
+    python scripts/make_tables.py --table figure8 DIR     # naive DDRM on real blur (+ plot)
 
 Reads every run directory under the given paths (any directory holding results.jsonl), groups
 the per-image results, and writes ``<table>.md``, ``<table>.csv`` and, for swept methods,
-``<table>_curve.png`` into ``--out`` (default: ``<first DIR>/tables``). ``--wandb`` also logs the
+``<table>_curve.png`` (Figure 8: PSNR against the assumed σ_y per assumed kernel) into
+``--out`` (default: ``<first DIR>/tables``). ``--wandb`` also logs the
 table and plot to the wandb group of the runs (from their ``wandb_run.json``).
 """
 
@@ -16,7 +19,15 @@ import json
 import sys
 from pathlib import Path
 
-from ddrm_exp.tables import SPECS, build_table, find_run_dirs, load_records, plot_curves, write_csv
+from ddrm_exp.tables import (
+    SPECS,
+    auto_table,
+    build_table,
+    find_run_dirs,
+    load_records,
+    plot_curves,
+    write_csv,
+)
 
 
 def log_to_wandb(run_dirs: list[Path], name: str, csv_rows: list[dict], plot: Path | None) -> None:
@@ -71,7 +82,7 @@ def main() -> None:
         sys.exit(f"make_tables: no results.jsonl under {', '.join(map(str, args.dirs))}")
     name = args.table
     if name == "auto":
-        name = "table1" if any(r.sampler == "mcg" for r in records) else "runs"
+        name = auto_table(records)
     spec = SPECS[name]
     result = build_table(spec, records)
     out = args.out or (args.dirs[0] / "tables")

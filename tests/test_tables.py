@@ -13,7 +13,15 @@ from hydra.core.global_hydra import GlobalHydra
 
 from ddrm_exp.config import validate
 from ddrm_exp.paths import CONF_DIR
-from ddrm_exp.tables import TABLE1, build_table, load_records
+from ddrm_exp.tables import (
+    FIGURE8,
+    TABLE1,
+    Record,
+    auto_table,
+    build_table,
+    load_records,
+    plot_curves,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -106,3 +114,75 @@ def test_table1_miniature_multirun_and_make_tables(tmp_path: Path) -> None:
     mcg_r = [r for r in records if r.degradation == "colorize" and r.params["grad_scale"] == 1.5]
     manual = sum(r.values["psnr"] - ddrm[r.key] for r in mcg_r) / len(mcg_r)
     assert abs(colorize["diff_psnr_mean"] - manual) < 1e-9
+
+
+# ---- blind deblurring: Table 2 and Figure 8 ----------------------------------------------------
+def _compose(overrides: list[str]):  # noqa: ANN202 - a DictConfig
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides, return_hydra_config=True)
+
+
+def test_table2_and_figure8_compose_with_report_settings() -> None:
+    cfg = _compose(["experiment=table2"])
+    validate(cfg)
+    choices = cfg.hydra.runtime.choices
+    assert (choices.dataset, choices.degradation) == ("bsd_synthetic", "blur_estimated")
+    assert choices.kernel_estimator == "classical"
+    assert cfg.degradation.rank1 is True and cfg.degradation.min_coverage == 0.025
+    params = cfg.hydra.sweeper.params
+    assert params["degradation.assumed_kernel"] == "gt,aniso2d,gauss,estimated"
+    assert params["noise.sigma_y"] == "0.02,0.0"
+
+    cfg = _compose(["experiment=figure8"])
+    validate(cfg)
+    assert cfg.hydra.runtime.choices.dataset == "bsd" and cfg.noise.sigma_y == 0
+    params = cfg.hydra.sweeper.params
+    assert params["degradation.assumed_kernel"] == "estimated,gauss,uniform,aniso2d"
+    assert params["noise.assumed_sigma_y"] == "0.05,0.04,0.03,0.02,0.01,0.0"
+
+
+def _record(index: int, kernel: str, assumed_sigma: float, psnr: float) -> Record:
+    raw = {
+        "assumed_sigma_y": assumed_sigma,
+        "batch_size": 1,
+        "kernel": {"assumed": kernel, "ncc": None, "estimation_seconds": 0.5},
+    }
+    return Record(
+        run_dir=Path("."),
+        degradation="blur_estimated",
+        sampler="ddrm",
+        params={},
+        sigma_y=0.0,
+        index=index,
+        seed=0,
+        values={"psnr": psnr, "baseline_psnr": psnr - 1, "measurement_psnr": 25.0 + index},
+        seconds=1.5,
+        nfe=20,
+        raw=raw,
+    )
+
+
+def test_figure8_layout_and_plot(tmp_path: Path) -> None:
+    records = [
+        _record(i, kernel, sigma, 10.0 + 100 * sigma + i)
+        for i in range(2)
+        for kernel in ("estimated", "gauss")
+        for sigma in (0.0, 0.05)
+    ]
+    assert auto_table(records) == "figure8"
+    result = build_table(FIGURE8, records)
+    lines = result.markdown.splitlines()
+    header = next(line for line in lines if line.startswith("| σ_y"))
+    assert header.split(" | ")[1:3] == ["Kernel estimation", "Gaussian deblurring"]
+    row = next(line for line in lines if line.startswith("| 0.05 |"))
+    assert "15.50" in row and "(report 12.9)" in row and "(report 12.3)" in row
+    assert row.rstrip(" |").endswith("25.50 ± 6.35")  # the blurry frame, over distinct images
+    assert lines.index(row) < lines.index(next(x for x in lines if x.startswith("| 0 |")))
+    assert "H⁺y baseline" in result.markdown
+    assert [v for v, _ in result.curves["Kernel estimation"]] == [0.0, 0.05]
+    assert result.hlines["blurry measurement"] == 25.5
+    # 20 NFE in 1.5 s of sampling + 0.5 s of estimation per image
+    assert result.rows[0]["nfe_per_s"] == 10.0
+    assert plot_curves(result, FIGURE8, records, tmp_path / "f8.png") is not None
+    assert (tmp_path / "f8.png").stat().st_size > 1000
