@@ -18,8 +18,10 @@ import sys
 from pathlib import Path
 
 import torch
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from ddrm_exp.metrics import format_stat, mean_ci, psnr
 from ddrm_exp.paths import CONF_DIR
@@ -48,12 +50,22 @@ def main() -> None:
     parser.add_argument(
         "--checkpoint", default=None, help="weights for the first prior (model.checkpoint=PATH)"
     )
+    parser.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="model config overrides for the first prior, e.g. --set prediction=v",
+    )
     args = parser.parse_args()
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfgs = {p: compose(config_name="config", overrides=[f"model={p}"]) for p in args.priors}
     if args.checkpoint:
         cfgs[args.priors[0]].model.checkpoint = args.checkpoint
+    for item in args.set:
+        key, _, value = item.partition("=")
+        OmegaConf.update(cfgs[args.priors[0]].model, key, yaml.safe_load(value), merge=False)
     sizes = {int(c.model.image_size) for c in cfgs.values()}
     if len(sizes) != 1:
         sys.exit(f"priors have different image sizes {sizes}; compare priors of one size")

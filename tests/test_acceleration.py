@@ -20,6 +20,7 @@ TINY = dict(
     network={"ch": 32, "ch_mult": [1, 2, 2, 2], "num_res_blocks": 2, "attn_resolutions": []},
     bundled="tiny.safetensors",
     download=False,
+    prediction="v",
 )
 
 

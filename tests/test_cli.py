@@ -39,7 +39,7 @@ def test_default_run_beats_pinv_and_writes_outputs(tmp_path: Path) -> None:
     assert f"Outputs: {run_dir}" in proc.stdout
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["count"] == 4 and summary["nfe"] == 20
-    assert summary["degradation"] == "inpaint_random" and summary["model"] == "gaussian"
+    assert summary["degradation"] == "inpaint_random" and summary["model"] == "tiny"
     assert summary["restored"]["psnr"]["mean"] > summary["baseline"]["psnr"]["mean"]
     assert summary["restored"]["psnr"]["ci95"] is not None
     assert summary["seconds_per_image"] > 0 and summary["nfe_per_s"] > 0
@@ -117,7 +117,9 @@ def test_rerun_in_same_dir_resumes(tmp_path: Path) -> None:
     second = read_results(run_dir)
     assert [r["index"] for r in second] == [0, 1]
     assert second[0] == first[0]
-    assert second[1]["restored"]["psnr"] == pytest.approx(first[1]["restored"]["psnr"], abs=1e-9)
+    # image 1 is recomputed alone (batch 1, not 2): equal up to the float round-off of the
+    # network's batched convolutions
+    assert second[1]["restored"]["psnr"] == pytest.approx(first[1]["restored"]["psnr"], abs=1e-4)
 
 
 @pytest.mark.parametrize(
@@ -130,7 +132,7 @@ def test_rerun_in_same_dir_resumes(tmp_path: Path) -> None:
         (["sampler.timesteps=5000"], ["sampler.timesteps", "5000"]),
         (["precision=fp8"], ["precision='fp8'"]),
         (["device=cpu", "precision=fp16"], ["fp16 needs a CUDA device"]),
-        (["degradation=sr4", "model.image_size=30"], ["30", "4"]),
+        (["model=gaussian", "degradation=sr4", "model.image_size=30"], ["30", "4"]),
         (["dataset=folder", "dataset.root=/nonexistent/images"], ["/nonexistent/images"]),
         (
             ["device=cuda"] if not __import__("torch").cuda.is_available() else ["device=bogus"],

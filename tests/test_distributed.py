@@ -24,6 +24,7 @@ ARGS = [
     "dataset.limit=5",  # odd: the two shards differ in size
     "batch_size=2",
     "sampler.timesteps=4",
+    "model=gaussian",
     "model.image_size=32",
     "grid_max_images=3",
 ]

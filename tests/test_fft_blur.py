@@ -435,6 +435,7 @@ def test_cli_blur2d_motion_runs(tmp_path: Path) -> None:
             "degradation=blur2d",
             "degradation.kernel.type=motion",
             "degradation.kernel.size=9",
+            "model=gaussian",
             "model.image_size=32",
             "noise.sigma_y=0.02",
             "sampler.timesteps=4",

@@ -399,7 +399,7 @@ def compose_estimator(option: str, overrides: list[str]) -> object:
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(
             config_name="config",
-            overrides=[f"+kernel_estimator={option}", *overrides],
+            overrides=[f"kernel_estimator={option}", *overrides],
         )
     return instantiate(cfg.kernel_estimator)
 
@@ -407,7 +407,8 @@ def compose_estimator(option: str, overrides: list[str]) -> object:
 @JIT_DEPRECATION
 def test_configs_instantiate(tmp_path: Path) -> None:
     options = sorted(p.stem for p in (CONF_DIR / "kernel_estimator").glob("*.yaml"))
-    assert options == ["classical", "classical_local", "learned"]
+    # none and in_loop are wired by the runner (blind deblurring), not estimators to build here
+    assert {"classical", "classical_local", "learned"} <= set(options)
 
     classical = compose_estimator(
         "classical", ["kernel_estimator.kernel_size=7", "kernel_estimator.num_threads=1"]

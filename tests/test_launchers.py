@@ -25,6 +25,7 @@ SWEEP = [
     "metrics.lpips=false",
     "sampler.timesteps=4",
     "dataset.limit=2",
+    "model=gaussian",
     "model.image_size=32",
 ]
 

@@ -166,6 +166,7 @@ KILL_ARGS = [
     "batch_size=1",
     # Enough steps that an image takes a noticeable time, so the kill lands mid-run.
     "sampler.timesteps=100",
+    "model=gaussian",
     "model.image_size=32",
 ]
 
@@ -243,6 +244,7 @@ def test_multirun_rerun_skips_complete_jobs(tmp_path: Path) -> None:
         "sampler.timesteps=4",
         "metrics.lpips=false",
         "dataset.limit=2",
+        "model=gaussian",
         "model.image_size=32",
         f"hydra.sweep.dir={sweep}",
     ]

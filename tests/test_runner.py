@@ -35,7 +35,7 @@ def test_every_degradation_runs(tmp_path: Path, degradation: str) -> None:
             "logger=none",
             "save_images=false",
             "model=gaussian",
-        f"model.image_size={size}",
+            f"model.image_size={size}",
             *FAST,
         ]
     )
