@@ -5,7 +5,7 @@
     python scripts/bench.py --models lsun_bedroom --random-init --device cuda --batches 1 6
     python scripts/bench.py --device cuda --precisions fp32 tf32 bf16 fp16 --quality --sync-check
 
-For each model × batch size it times, on the same shapes and in this order, repeated
+For each model × batch size it times, on the same shapes, interleaved run by run and repeated
 ``--repeats`` times (median reported):
 
 * ``network``: ``--timesteps`` bare forward passes of the ε-network (the physical floor of a run);
@@ -112,26 +112,53 @@ def build_prior(name: str, random_init: bool, device: torch.device) -> Diffusion
     return prior.to(device).eval()
 
 
+class Replay(torch.nn.Module):
+    """A stand-in network that returns one precomputed output, at no cost."""
+
+    def __init__(self, out: torch.Tensor) -> None:
+        super().__init__()
+        self.out = out
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.out
+
+
 def network_loop(prior: DiffusionPrior, x: torch.Tensor, t: torch.Tensor, nfe: int) -> None:
     with torch.no_grad():
         for _ in range(nfe):
             prior.eps(x, t)
 
 
-def timed(fn: Callable[[], object], device: torch.device, repeats: int) -> tuple[float, int]:
-    fn()  # warm-up: allocator, lazy init, cudnn autotuning
-    times, peaks = [], []
+def time_once(fn: Callable[[], object], device: torch.device) -> tuple[float, int]:
+    with PeakMemory(device) as mem:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - start
+    return seconds, mem.peak
+
+
+def timed_interleaved(
+    runs: dict[str, Callable[[], object]], device: torch.device, repeats: int
+) -> dict[str, tuple[float, int]]:
+    """Median time and peak memory of each run, the runs interleaved repeat by repeat.
+
+    Interleaving (network, ddrm, mcg, network, ddrm, ...) spreads clock and load drift of a
+    shared machine over every run alike instead of charging it to whichever ran last.
+    """
+    for fn in runs.values():
+        fn()  # warm-up: allocator, lazy init, cudnn autotuning
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    peaks: dict[str, list[int]] = {name: [] for name in runs}
     for _ in range(repeats):
-        with PeakMemory(device) as mem:
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            start = time.perf_counter()
-            fn()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            times.append(time.perf_counter() - start)
-        peaks.append(mem.peak)
-    return statistics.median(times), max(peaks)
+        for name, fn in runs.items():
+            seconds, peak = time_once(fn, device)
+            times[name].append(seconds)
+            peaks[name].append(peak)
+    return {name: (statistics.median(times[name]), max(peaks[name])) for name in runs}
 
 
 def count_syncs(fn: Callable[[], object]) -> int:
@@ -300,7 +327,16 @@ def bench_one(
     runs: dict[str, Callable[[], object]] = {"network": partial(network_loop, prior, x, t, nfe)}
     for name in args.samplers:
         runs[name] = partial(samplers[name].sample, prior, op, y, 0.05, generator=gens)
-    results = {name: timed(fn, device, args.repeats) for name, fn in runs.items()}
+    # DDRM's own work alone: the same loop with the network replaced by a replay of one
+    # precomputed output. Robust where (full - network) drowns in the network's run-to-run
+    # noise (a shared CPU), since it never runs the network.
+    with torch.no_grad():
+        replay = Replay(prior.network(x, t))
+    replayed = DiffusionPrior(
+        replay, prior.schedule, prior.image_size, prior.channels, prior.name, prior.prediction
+    )
+    runs["ddrm own work"] = partial(sampler_ddrm.sample, replayed, op, y, 0.05, generator=gens)
+    results = timed_interleaved(runs, device, args.repeats)
     syncs = (
         {name: count_syncs(fn) for name, fn in runs.items()}
         if args.sync_check and device.type == "cuda"
@@ -310,8 +346,13 @@ def bench_one(
     ddrm_time = results.get("ddrm", (None, 0))[0]
     rows = []
     for name, (seconds, peak) in results.items():
-        overhead = "" if name == "network" else f"{(seconds - net_time) / net_time * 100:+.1f} %"
-        ratio = f"{seconds / ddrm_time:.2f}×" if ddrm_time and name != "network" else ""
+        if name == "network":
+            overhead, ratio = "", ""
+        elif name == "ddrm own work":
+            overhead, ratio = f"{seconds / net_time * 100:.1f} % of network", ""
+        else:
+            overhead = f"{(seconds - net_time) / net_time * 100:+.1f} %"
+            ratio = f"{seconds / ddrm_time:.2f}×" if ddrm_time else ""
         row = (
             f"| {model_name} | {setting} | {batch} | {name} | {seconds / nfe:.4f} "
             f"| {nfe / seconds:.2f} | {seconds / batch:.3f} | {peak / 2**20:.0f} "
