@@ -63,6 +63,7 @@ from functools import cache
 import torch
 from torch import Tensor
 
+from ddrm_exp.degradations.base import HFunctions
 from ddrm_exp.degradations.fft_blur import FFTBlur
 from ddrm_exp.degradations.kernels2d import gaussian_kernel2d
 from ddrm_exp.errors import ConfigError
@@ -340,64 +341,37 @@ class InLoopKernelDDRM(DDRM):
             raise TypeError(
                 f"InLoopKernelDDRM needs an FFTBlur operator, got {type(operator).__name__}"
             )
-        if sigma_y < 0:
-            raise ValueError(f"sigma_y must be >= 0, got {sigma_y}")
         c, h, w = operator.shape
         if self.kernel_size > min(h, w):
             raise ValueError(f"kernel_size={self.kernel_size} exceeds the image size {h}x{w}")
         batch = y.shape[0]
-        shape = (batch, *prior.shape)
-        device, dtype = y.device, y.dtype
-        sched = prior.schedule
-        seq = self.sequence(prior)
         sigma_0 = 2.0 * float(sigma_y)
-        start = self.start_step(len(seq))
+        start = self.start_step(len(self.sequence(prior)))
         y_img = y.reshape(batch, c, h, w)
-
-        def ve_sigma(t: int) -> float:
-            a = sched.alpha_bar(t)
-            return math.sqrt(1.0 - a) / math.sqrt(a)
-
         kernel = self.initial_kernel(operator, batch, init_kernel)
-        op = self.operator_for(operator, kernel)
-        sp = self._spectral(op, y)
-        if noise is None:
-            noise = draw_noise(shape, generator, device, dtype)
-        z_bar = op.Vt(noise.reshape(batch, -1))
-        x_bar_mod = self.initial_spectral(sp, ve_sigma(seq[-1]), sigma_0, z_bar)
-        x_t = math.sqrt(sched.alpha_bar(seq[-1])) * op.V(x_bar_mod).reshape(shape)
 
-        trajectory: list[Tensor] = []
-        x0 = x_t
-        seq_next = [-1, *seq[:-1]]
-        steps = list(zip(reversed(seq), reversed(seq_next), strict=True))
-        for i, (t, t_next) in enumerate(steps):
-            # DDRM's step, as in DDRM.sample, in the basis of the current kernel.
-            a_t = sched.alpha_bar(t)
-            sigma_t, sigma_next = ve_sigma(t), ve_sigma(t_next)
-            t_batch = torch.full((batch,), float(t), device=device, dtype=dtype)
-            eps, correction = self.network_step(prior, op, sp, x_t, t_batch, a_t, y)
-            x0 = (x_t - math.sqrt(1.0 - a_t) * eps) / math.sqrt(a_t)
-            if self.clip_x0:
-                x0 = x0.clamp(-1.0, 1.0)
-                eps = (x_t - math.sqrt(a_t) * x0) / math.sqrt(1.0 - a_t)
-            if return_trajectory:
-                trajectory.append(x0.detach().cpu())
-            eps_bar = op.Vt(eps.reshape(batch, -1))
-            x0_bar = x_bar_mod - sigma_t * eps_bar
-            z_bar = op.Vt(draw_noise(shape, generator, device, dtype).reshape(batch, -1))
-            x_bar_mod = self.step_spectral(sp, x0_bar, eps_bar, z_bar, sigma_next, sigma_0)
-            if correction is not None:
-                x_bar_mod = x_bar_mod - correction
-            x_t = math.sqrt(sched.alpha_bar(t_next)) * op.V(x_bar_mod).reshape(shape)
+        def gibbs_move(
+            i: int, num_steps: int, x0: Tensor, x_bar_mod: Tensor, op: HFunctions
+        ) -> tuple[Tensor, HFunctions] | None:
+            # The move on k given this step's x̂_0; not after the last step, whose x̂_0 is
+            # already the result.
+            nonlocal kernel
+            if self.kernel_steps == 0 or not start <= i < num_steps - 1:
+                return None
+            kernel = self.update_kernel(kernel, x0.detach(), y_img, sigma_0, generator)
+            new_op = self.operator_for(operator, kernel)
+            # Same Fourier basis, new coordinate order: through pixel space.
+            return new_op.Vt(op.V(x_bar_mod)), new_op
 
-            # The Gibbs move on k given this step's x̂_0; not after the last step, whose x̂_0
-            # is already the result.
-            if self.kernel_steps > 0 and start <= i < len(steps) - 1:
-                kernel = self.update_kernel(kernel, x0.detach(), y_img, sigma_0, generator)
-                new_op = self.operator_for(operator, kernel)
-                # Same Fourier basis, new coordinate order: through pixel space.
-                x_bar_mod = new_op.Vt(op.V(x_bar_mod))
-                op = new_op
-                sp = self._spectral(op, y)
-        return SampleResult(x0=x0, nfe=len(seq), trajectory=trajectory, kernel=kernel)
+        result = self._loop(
+            prior,
+            self.operator_for(operator, kernel),
+            y,
+            sigma_y,
+            noise,
+            generator,
+            return_trajectory,
+            after_step=gibbs_move,
+        )
+        result.kernel = kernel
+        return result

@@ -33,7 +33,7 @@ no boolean indexing, so a step has no host synchronisation.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -43,6 +43,8 @@ from ddrm_exp.degradations.base import HFunctions
 from ddrm_exp.models.base import DiffusionPrior
 
 GeneratorArg = torch.Generator | Sequence[torch.Generator] | None
+# after_step(i, num_steps, x0, x_bar_mod, operator) -> (x_bar_mod, operator) or None
+AfterStep = Callable[[int, int, Tensor, Tensor, HFunctions], tuple[Tensor, HFunctions] | None]
 
 
 def timestep_sequence(timesteps: int, num_train_steps: int = 1000) -> list[int]:
@@ -198,6 +200,25 @@ class DDRM:
         (drawn from ``generator`` if not given). ``generator``: one ``torch.Generator`` for the
         batch, or one per image.
         """
+        return self._loop(prior, operator, y, sigma_y, noise, generator, return_trajectory)
+
+    def _loop(
+        self,
+        prior: DiffusionPrior,
+        operator: HFunctions,
+        y: Tensor,
+        sigma_y: float,
+        noise: Tensor | None,
+        generator: GeneratorArg,
+        return_trajectory: bool,
+        after_step: AfterStep | None = None,
+    ) -> SampleResult:
+        """The sampling loop of :meth:`sample`.
+
+        ``after_step(i, num_steps, x0, x_bar_mod, operator)``, when given, runs after step
+        ``i`` and may return a new ``(x_bar_mod, operator)`` for the next steps (the blind
+        sampler swaps in re-estimated kernels there); ``None`` keeps them.
+        """
         if sigma_y < 0:
             raise ValueError(f"sigma_y must be >= 0, got {sigma_y}")
         batch = y.shape[0]
@@ -221,7 +242,8 @@ class DDRM:
         trajectory: list[Tensor] = []
         x0 = x_t
         seq_next = [-1, *seq[:-1]]
-        for t, t_next in zip(reversed(seq), reversed(seq_next), strict=True):
+        steps = list(zip(reversed(seq), reversed(seq_next), strict=True))
+        for i, (t, t_next) in enumerate(steps):
             a_t = sched.alpha_bar(t)
             sigma_t, sigma_next = ve_sigma(t), ve_sigma(t_next)
             t_batch = torch.full((batch,), float(t), device=device, dtype=dtype)
@@ -242,6 +264,11 @@ class DDRM:
             if correction is not None:
                 x_bar_mod = x_bar_mod - correction
             x_t = math.sqrt(sched.alpha_bar(t_next)) * operator.V(x_bar_mod).reshape(shape)
+            if after_step is not None:
+                swapped = after_step(i, len(steps), x0, x_bar_mod, operator)
+                if swapped is not None:
+                    x_bar_mod, operator = swapped
+                    sp = self._spectral(operator, y)
         return SampleResult(x0=x0, nfe=len(seq), trajectory=trajectory)
 
     def network_step(
