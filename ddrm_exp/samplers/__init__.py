@@ -1,7 +1,14 @@
 """Samplers that restore x from y = Hx + z with a diffusion prior."""
 
 from ddrm_exp.samplers.blind import InLoopKernelDDRM
-from ddrm_exp.samplers.ddrm import DDRM, SampleResult, draw_noise, timestep_sequence
+from ddrm_exp.samplers.ddrm import (
+    DDRM,
+    SampleResult,
+    WarmStart,
+    draw_noise,
+    timestep_sequence,
+    warm_schedule,
+)
 from ddrm_exp.samplers.mcg import MCG, mcg_gradient
 
 __all__ = [
@@ -9,7 +16,9 @@ __all__ = [
     "MCG",
     "InLoopKernelDDRM",
     "SampleResult",
+    "WarmStart",
     "draw_noise",
     "mcg_gradient",
     "timestep_sequence",
+    "warm_schedule",
 ]

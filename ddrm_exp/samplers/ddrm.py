@@ -54,6 +54,13 @@ def timestep_sequence(timesteps: int, num_train_steps: int = 1000) -> list[int]:
     return list(range(0, num_train_steps, num_train_steps // timesteps))
 
 
+def warm_schedule(seq: list[int], t_star: int) -> list[int]:
+    """The steps of ``seq`` a warm start at ``t_star`` runs: those at or below it."""
+    if t_star < 0:
+        raise ValueError(f"warm start t_star must be >= 0, got {t_star}")
+    return [t for t in seq if t <= t_star]
+
+
 def draw_noise(
     shape: Sequence[int], generator: GeneratorArg, device: torch.device, dtype: torch.dtype
 ) -> Tensor:
@@ -74,6 +81,22 @@ def draw_noise(
         return buf.to(device, non_blocking=True)
     parts = [torch.randn(*shape[1:], generator=g, device=g.device, dtype=dtype) for g in generator]
     return torch.stack(parts).to(device)
+
+
+@dataclass(frozen=True)
+class WarmStart:
+    """Start the reverse diffusion at timestep ``t_star`` from an estimate ``x0`` of the image.
+
+    Video restoration (report §9.2): the previous frame's restoration, aligned to this frame, is
+    a good guess of it, so the noisiest steps can be skipped, as SDEdit does for editing. The
+    state at ``t_star`` is eq. (8)'s initialisation with its mean moved from 0 to ``Vᵀx0`` where
+    the measurement says nothing reliable (null space and components noisier than ``σ_{t*}``);
+    where the measurement is reliable it keeps ``ȳ``. Only the steps at or below ``t_star``
+    run, so NFE drops to ``#{t in the schedule : t <= t_star}``.
+    """
+
+    x0: Tensor  # (B, C, H, W) in [-1, 1]
+    t_star: int
 
 
 @dataclass
@@ -146,13 +169,22 @@ class DDRM:
         )
 
     def initial_spectral(
-        self, sp: _Spectral, sigma_T: float, sigma_0: float, z_bar: Tensor
+        self,
+        sp: _Spectral,
+        sigma_T: float,
+        sigma_0: float,
+        z_bar: Tensor,
+        mean_bar: Tensor | None = None,
     ) -> Tensor:
-        """x̄_T from eq. (8): ȳ plus the remaining noise where the measurement is less noisy."""
+        """x̄_T from eq. (8): ȳ plus the remaining noise where the measurement is less noisy.
+
+        ``mean_bar``: a warm start's ``Vᵀx0``, the mean of the other components (0 otherwise).
+        """
         large = sp.s * sigma_T > sigma_0
         inv = torch.where(large, sigma_0 / torch.where(large, sp.s, 1.0), 0.0)
         remaining = (sigma_T**2 - inv**2).clamp_min(0.0).sqrt()
-        return torch.where(large, sp.y_bar, 0.0) + remaining * z_bar
+        other = 0.0 if mean_bar is None else mean_bar
+        return torch.where(large, sp.y_bar, other) + remaining * z_bar
 
     def step_spectral(
         self,
@@ -192,15 +224,19 @@ class DDRM:
         noise: Tensor | None = None,
         generator: GeneratorArg = None,
         return_trajectory: bool = False,
+        warm_start: WarmStart | None = None,
     ) -> SampleResult:
         """Restore ``x`` from ``y = H x + σ_y z``.
 
         ``y``: (B, m) in the operator's layout, from images in [-1, 1]. ``sigma_y``: the assumed
         noise level in [0, 1] pixel units. ``noise``: the initial pixel-space noise (B, C, H, W)
         (drawn from ``generator`` if not given). ``generator``: one ``torch.Generator`` for the
-        batch, or one per image.
+        batch, or one per image. ``warm_start``: start at ``t_star`` from a guess (see
+        :class:`WarmStart`) instead of from pure noise at the top of the schedule.
         """
-        return self._loop(prior, operator, y, sigma_y, noise, generator, return_trajectory)
+        return self._loop(
+            prior, operator, y, sigma_y, noise, generator, return_trajectory, warm_start=warm_start
+        )
 
     def _loop(
         self,
@@ -212,6 +248,7 @@ class DDRM:
         generator: GeneratorArg,
         return_trajectory: bool,
         after_step: AfterStep | None = None,
+        warm_start: WarmStart | None = None,
     ) -> SampleResult:
         """The sampling loop of :meth:`sample`.
 
@@ -227,6 +264,15 @@ class DDRM:
         sched = prior.schedule
         seq = self.sequence(prior)
         sigma_0 = 2.0 * float(sigma_y)
+        mean_bar = None
+        if warm_start is not None:
+            seq = warm_schedule(seq, warm_start.t_star)
+            if tuple(warm_start.x0.shape) != shape:
+                raise ValueError(
+                    f"warm_start.x0 must be {shape} for this batch, got "
+                    f"{tuple(warm_start.x0.shape)}"
+                )
+            mean_bar = operator.Vt(warm_start.x0.to(device, dtype).reshape(batch, -1))
 
         def ve_sigma(t: int) -> float:
             a = sched.alpha_bar(t)
@@ -236,7 +282,7 @@ class DDRM:
         if noise is None:
             noise = draw_noise(shape, generator, device, dtype)
         z_bar = operator.Vt(noise.reshape(batch, -1))
-        x_bar_mod = self.initial_spectral(sp, ve_sigma(seq[-1]), sigma_0, z_bar)
+        x_bar_mod = self.initial_spectral(sp, ve_sigma(seq[-1]), sigma_0, z_bar, mean_bar)
         x_t = math.sqrt(sched.alpha_bar(seq[-1])) * operator.V(x_bar_mod).reshape(shape)
 
         trajectory: list[Tensor] = []
