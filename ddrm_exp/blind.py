@@ -507,7 +507,10 @@ class MeasurementPlan:
         x: Tensor,
         sigma_y: float,
         generators: list[torch.Generator],
+        init_kernels: Tensor | None = None,
     ) -> BatchMeasurement:
+        """The batch's measurement and operator. ``init_kernels`` (B, kh, kw): where the kernel
+        estimator starts (video: the previous frame's kernel); None: its own start."""
         b = x.shape[0]
         true: Tensor | None = None
         if self.from_dataset:
@@ -545,7 +548,10 @@ class MeasurementPlan:
                 raw = true
             else:
                 start = time.perf_counter()
-                estimate = self.estimator.estimate(y.reshape(x.shape))
+                if init_kernels is None:
+                    estimate = self.estimator.estimate(y.reshape(x.shape))
+                else:
+                    estimate = self.estimator.estimate(y.reshape(x.shape), init=init_kernels)
                 elapsed = time.perf_counter() - start
                 reduce = getattr(estimate, "reduce", None)
                 raw = reduce(assumed.min_coverage) if callable(reduce) else estimate.kernels

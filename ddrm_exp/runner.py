@@ -134,21 +134,59 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
-    """Run one experiment and return its summary (also written to ``summary.json``).
+@dataclass
+class Setup:
+    """What a run builds before its model: each part checked, so bad input fails in seconds."""
 
-    Under torchrun every rank calls this with its own ``ctx.shard``: each computes its share of
-    the images and rank 0 merges, summarises and logs; every rank returns the summary.
-    """
+    device: torch.device
+    shape: tuple[int, int, int]
+    dataset: Any
+    operator: HFunctions
+    # Dataset measurements (real blur) and per-image kernels (blind deblurring); None otherwise.
+    plan: blind.MeasurementPlan | None
+    sampler: Any
+    acceleration: Acceleration
+    sigma_y: float  # noise added to the measurement
+    sigma_assumed: float  # noise level the sampler assumes
+    fingerprint: str  # config_hash: which results belong to these settings
+
+    def record_fields(self, cfg: DictConfig, choices: dict[str, str]) -> dict[str, Any]:
+        """The settings every per-image record repeats, so each line stands on its own."""
+        return {
+            "degradation": choices.get("degradation"),
+            "sampler": self.sampler.name,
+            "sampler_params": sampler_params(cfg),
+            "model": choices.get("model"),
+            "sigma_y": self.sigma_y,
+            "assumed_sigma_y": self.sigma_assumed,
+            "seed": int(cfg.seed),
+        }
+
+    def load_prior(self, cfg: DictConfig) -> DiffusionPrior:
+        """The model on the device with the speed options, checked against the run."""
+        prior: DiffusionPrior = instantiate_config("model", cfg.model)
+        prior = accelerate(prior.to(self.device).eval(), self.acceleration)
+        if tuple(prior.shape) != self.shape:
+            raise ConfigError(
+                f"The model takes images of shape {tuple(prior.shape)}, but the run is "
+                f"configured for {self.shape}; set model.image_size to the model's size."
+            )
+        steps = prior.schedule.num_timesteps
+        if not 1 <= self.sampler.timesteps <= steps:
+            raise ConfigError(
+                f"sampler.timesteps={self.sampler.timesteps} is outside 1..{steps}, the model's "
+                "number of diffusion steps."
+            )
+        return prior
+
+
+def setup(cfg: DictConfig, ctx: RunContext) -> Setup:
+    """Everything cheap and checkable, in order; each raises ConfigError on bad input."""
     validate(cfg)
-    shard = ctx.shard
-    device = distributed.device_for(resolve_device(cfg.device), shard)
+    device = distributed.device_for(resolve_device(cfg.device), ctx.shard)
     height, width = image_size_of(cfg)
     shape = (3, height, width)
-    out_dir = ctx.output_dir
     choices = ctx.choices or {}
-
-    # Cheap things first: each raises ConfigError on bad input before the model is built.
     dataset = instantiate_config("dataset", cfg.dataset, image_size=(height, width))
     if len(dataset) == 0:
         raise ConfigError("The dataset has no images (check dataset.limit / dataset.start).")
@@ -157,7 +195,6 @@ def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
         raise ConfigError(
             f"degradation._target_ builds a {type(operator).__name__}, not an HFunctions operator."
         )
-    # Dataset measurements (real blur) and per-image kernels (blind deblurring); None otherwise.
     plan = blind.MeasurementPlan.build(cfg, dataset, operator, shape, choices)
     sampler = instantiate_config("sampler", cfg.sampler)
     if plan is not None:
@@ -170,9 +207,40 @@ def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
     check_supported(acceleration, device)
     sigma_y = float(cfg.noise.sigma_y)
     assumed = cfg.noise.get("assumed_sigma_y")
-    sigma_assumed = sigma_y if assumed is None else float(assumed)
+    return Setup(
+        device=device,
+        shape=shape,
+        dataset=dataset,
+        operator=operator,
+        plan=plan,
+        sampler=sampler,
+        acceleration=acceleration,
+        sigma_y=sigma_y,
+        sigma_assumed=sigma_y if assumed is None else float(assumed),
+        fingerprint=config_hash(cfg),
+    )
 
-    fingerprint = config_hash(cfg)
+
+def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
+    """Run one experiment and return its summary (also written to ``summary.json``).
+
+    Under torchrun every rank calls this with its own ``ctx.shard``: each computes its share of
+    the images and rank 0 merges, summarises and logs; every rank returns the summary.
+    ``task=video`` runs :func:`ddrm_exp.video.runner.run_video` instead.
+    """
+    if str(cfg.get("task", "image")) == "video":
+        from ddrm_exp.video.runner import run_video
+
+        return run_video(cfg, ctx)
+    if str(cfg.get("task", "image")) != "image":
+        raise ConfigError(f"task must be 'image' or 'video', got {cfg.get('task')!r}.")
+    s = setup(cfg, ctx)
+    shard = ctx.shard
+    device, dataset, operator, plan, sampler = s.device, s.dataset, s.operator, s.plan, s.sampler
+    sigma_y, sigma_assumed, fingerprint = s.sigma_y, s.sigma_assumed, s.fingerprint
+    out_dir = ctx.output_dir
+    choices = ctx.choices or {}
+
     if not cfg.overwrite:
         done = complete_summary(out_dir, len(dataset), fingerprint)
         if done is not None:
@@ -184,18 +252,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
             )
             return done
 
-    prior: DiffusionPrior = instantiate_config("model", cfg.model)
-    prior = accelerate(prior.to(device).eval(), acceleration)
-    if tuple(prior.shape) != shape:
-        raise ConfigError(
-            f"The model takes images of shape {tuple(prior.shape)}, but the run is configured "
-            f"for {shape}; set model.image_size to the model's size."
-        )
-    if not 1 <= sampler.timesteps <= prior.schedule.num_timesteps:
-        raise ConfigError(
-            f"sampler.timesteps={sampler.timesteps} is outside 1..{prior.schedule.num_timesteps}, "
-            "the model's number of diffusion steps."
-        )
+    prior = s.load_prior(cfg)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     if shard.is_main:
@@ -204,7 +261,6 @@ def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
     todo = [i for i in shard.indices(len(dataset)) if i not in results.done]
     log_plan(shard, len(dataset), len(todo), results)
 
-    params = sampler_params(cfg)
     metrics = Metrics(cfg, device)
     tracker = build_tracker(cfg, ctx)
     seed = int(cfg.seed)
@@ -255,13 +311,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
                 record = {
                     "index": index,
                     "name": name,
-                    "degradation": choices.get("degradation"),
-                    "sampler": sampler.name,
-                    "sampler_params": params,
-                    "model": choices.get("model"),
-                    "sigma_y": sigma_y,
-                    "assumed_sigma_y": sigma_assumed,
-                    "seed": seed,
+                    **s.record_fields(cfg, choices),
                     "nfe": result.nfe,
                     "seconds": seconds / len(indices),
                     "batch_size": len(indices),

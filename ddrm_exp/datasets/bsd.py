@@ -346,6 +346,10 @@ class _BSDFrames(Dataset[dict[str, Any]]):
             raise IndexError(f"index {index} out of range for {len(self)} frames")
         return index
 
+    def frame_at(self, index: int) -> BSDFrame:
+        """Which sequence and frame dataset item ``index`` is, without reading its images."""
+        return self.frames[self._position(index)]
+
     def _base_item(self, index: int) -> dict[str, Any]:
         f = self.frames[index]
         return {

@@ -39,6 +39,7 @@ _NEUTRAL = (
     "save_images",
     "grid_max_images",
     "dataset.limit",
+    "video",  # task=video's output options (fps)
 )
 _RANK_FILE = re.compile(r"results\.rank(\d+)\.jsonl")
 
@@ -53,6 +54,11 @@ def config_hash(cfg: DictConfig) -> str:
             node = node.get(key) if isinstance(node, dict) else None
         if isinstance(node, dict):
             node.pop(leaf, None)
+    if values.get("task", "image") == "image":
+        # Frame-to-frame settings mean nothing to an image run; leaving them out also keeps
+        # the hashes of image runs what they were before task=video existed.
+        values.pop("task", None)
+        values.pop("temporal", None)
     text = json.dumps(values, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -17,6 +17,9 @@ log = logging.getLogger(__name__)
 class Tracker(Protocol):
     def log_result(self, record: dict[str, Any], image_paths: dict[str, Path]) -> None: ...
     def log_summary(self, summary: dict[str, Any], grid_path: Path | None) -> None: ...
+    def log_video(
+        self, sequence: dict[str, Any], frames: list[dict[str, Any]], video: Path
+    ) -> None: ...
     def finish(self) -> None: ...
 
 
@@ -27,6 +30,11 @@ class NullTracker:
         pass
 
     def log_summary(self, summary: dict[str, Any], grid_path: Path | None) -> None:
+        pass
+
+    def log_video(
+        self, sequence: dict[str, Any], frames: list[dict[str, Any]], video: Path
+    ) -> None:
         pass
 
     def finish(self) -> None:
@@ -119,6 +127,36 @@ class WandbTracker:
             payload["grid"] = self._wandb.Image(str(grid_path), caption="original | H+y | restored")
         if self.images:
             payload["restorations"] = self.images
+        self.run.log(payload)
+
+    FRAME_COLUMNS = ("frame", "psnr", "ssim", "flicker", "warping_error", "nfe")
+
+    def log_video(
+        self, sequence: dict[str, Any], frames: list[dict[str, Any]], video: Path
+    ) -> None:
+        """task=video: the sequence's video, and its per-frame metrics as a table and a curve."""
+        name = sequence["sequence"]
+        rows = [
+            [
+                r.get("frame"),
+                r.get("restored", {}).get("psnr"),
+                r.get("restored", {}).get("ssim"),
+                r.get("temporal", {}).get("flicker"),
+                r.get("temporal", {}).get("warping_error"),
+                r.get("nfe"),
+            ]
+            for r in frames
+        ]
+        table = self._wandb.Table(columns=list(self.FRAME_COLUMNS), data=rows)
+        payload: dict[str, Any] = {
+            f"frames/{name}": table,
+            f"psnr_per_frame/{name}": self._wandb.plot.line(
+                table, "frame", "psnr", title=f"{name}: PSNR per frame"
+            ),
+        }
+        if self.log_images:
+            fmt = video.suffix.lstrip(".")
+            payload[f"video/{name}"] = self._wandb.Video(str(video), format=fmt, caption=name)
         self.run.log(payload)
 
     def finish(self) -> None:
