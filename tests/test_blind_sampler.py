@@ -239,3 +239,76 @@ def test_needs_an_fft_blur_and_builds_from_its_config() -> None:
     y = torch.zeros(1, 3 * 16 * 16, dtype=torch.float64)
     with pytest.raises(TypeError, match="FFTBlur"):
         sampler.sample(prior, object(), y, 0.0)  # type: ignore[arg-type]
+
+
+# ---- init_kernel: starting from a known kernel (video: the previous frame's) ---------------------
+def test_init_kernel_of_any_sum_and_smaller_size_is_plain_ddrm_with_it() -> None:
+    """A 5x5 init_kernel of sum 3 in a 7x7 sampler, updates off: DDRM with that kernel, padded
+    about its centre and normalised."""
+    shape = (3, 16, 16)
+    prior = small_prior(16)
+    small = torch.stack([motion_kernel(5, 0.5, generator=s) for s in (6, 7)])
+    padded = torch.nn.functional.pad(small, (1, 1, 1, 1))
+    x = 2 * torch.rand(2, *shape, generator=torch.Generator().manual_seed(2)).double() - 1
+    y = blur_circular(x, padded).flatten(1)
+    true_op = FFTBlur(shape, kernel=padded, dtype=torch.float64)
+    ref = DDRM(10, 0.85, 1.0).sample(prior, true_op, y, 0.05, generator=gens([0, 1]))
+    # init_start_fraction applies to a given init_kernel only: 1.0 means no update here
+    sampler = InLoopKernelDDRM(10, kernel_size=7, start_fraction=0.2, init_start_fraction=1.0)
+    guess = FFTBlur(shape, kernel=delta(7), dtype=torch.float64)
+    out = sampler.sample(prior, guess, y, 0.05, generator=gens([0, 1]), init_kernel=3 * small)
+    torch.testing.assert_close(out.kernel, padded, rtol=1e-14, atol=1e-15)
+    torch.testing.assert_close(out.x0, ref.x0, rtol=1e-10, atol=1e-10)
+    # ... while the same sampler, from its own init, updates the kernel from step 2 on
+    from_op = InLoopKernelDDRM(
+        10, kernel_size=7, start_fraction=0.2, init_start_fraction=1.0, init="operator"
+    )
+    moved = from_op.sample(prior, true_op, y, 0.05, generator=gens([0, 1]))
+    assert not torch.equal(moved.kernel, padded)
+    assert sampler.start_step(10) == 2 and sampler.start_step(10, given_init=True) == 10
+
+
+@pytest.mark.parametrize(
+    ("init_kernel", "needle"),
+    [
+        (delta(7)[None].expand(3, 7, 7), r"\(2, kh, kw\) for this batch of 2"),
+        (torch.ones(2, 1, 7, 7), r"got \(2, 1, 7, 7\)"),
+        (torch.ones(2, 4, 5), "odd sides"),
+        (torch.ones(2, 9, 9), "does not fit centred in the sampler's kernel_size=7"),
+        (-delta(7)[None].expand(2, 7, 7), "negative taps"),
+        (torch.stack([delta(7), torch.zeros(7, 7)]), r"image\(s\) \[1\] is all zero"),
+        (torch.full((2, 7, 7), float("inf")), "infinite"),
+        ([[1.0]], "real torch tensor"),
+    ],
+)
+def test_bad_init_kernel_raises(init_kernel: object, needle: str) -> None:
+    prior = small_prior(16)
+    op = FFTBlur((3, 16, 16), kernel=delta(7), dtype=torch.float64)
+    y = torch.zeros(2, 3 * 16 * 16, dtype=torch.float64)
+    sampler = InLoopKernelDDRM(4, kernel_size=7)
+    with pytest.raises(ConfigError, match=needle):
+        sampler.sample(prior, op, y, 0.05, init_kernel=init_kernel)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="init_start_fraction"):
+        InLoopKernelDDRM(init_start_fraction=1.5)
+
+
+def test_warm_start_from_the_true_kernel_beats_a_delta_start(
+    tiny: DiffusionPrior, photos: Tensor
+) -> None:
+    """Held-out photos 2-3, 13-tap motion blurs (seeds 2, 3), σ_y = 0.02, 20 steps. Measured:
+    from a delta (start 0.4) NCC 0.80 / 0.88, PSNR 20.2 / 26.0 dB; from the true kernel with
+    init_start_fraction 0.7, NCC 0.87 / 0.91, PSNR 23.1 / 29.4 dB."""
+    idx = [2, 3]
+    x = photos[idx]
+    k_true = torch.stack([motion_kernel(13, 0.5, generator=s) for s in idx])
+    noise = torch.randn(photos.shape, generator=torch.Generator().manual_seed(5))[idx]
+    y = (blur_circular(x, k_true) + 2 * SIGMA_Y * noise).flatten(1)
+    operator = FFTBlur((3, 64, 64), kernel=delta(13))
+    sampler = InLoopKernelDDRM(timesteps=20, kernel_size=13, init_start_fraction=0.7)
+    cold = sampler.sample(tiny, operator, y, SIGMA_Y, generator=gens(idx))
+    warm = sampler.sample(tiny, operator, y, SIGMA_Y, generator=gens(idx), init_kernel=k_true)
+    for i in range(2):
+        ncc_cold = normalized_cross_correlation(cold.kernel[i], k_true[i])
+        ncc_warm = normalized_cross_correlation(warm.kernel[i], k_true[i])
+        gain = psnr(warm.x0[i : i + 1], x[i : i + 1])[0] - psnr(cold.x0[i : i + 1], x[i : i + 1])[0]
+        assert ncc_warm > ncc_cold and gain > 1.0, (i, ncc_cold, ncc_warm, gain)

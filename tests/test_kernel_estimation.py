@@ -98,6 +98,17 @@ def spread(k: Tensor) -> float:
     return math.sqrt(float((k * ((iy - cy) ** 2 + (ix - cx) ** 2)).sum()))
 
 
+def rotate(k: Tensor, degrees: float) -> Tensor:
+    """``k`` rotated about its centre tap by bilinear resampling, non-negative, summing to 1."""
+    t = math.radians(degrees)
+    theta = torch.tensor(
+        [[math.cos(t), -math.sin(t), 0.0], [math.sin(t), math.cos(t), 0.0]], dtype=torch.float64
+    )
+    grid = F.affine_grid(theta[None], [1, 1, *k.shape], align_corners=False)
+    out = F.grid_sample(k[None, None], grid, align_corners=False)[0, 0].clamp(min=0)
+    return out / out.sum()
+
+
 @pytest.fixture(scope="module")
 def estimator() -> ClassicalEstimator:
     return ClassicalEstimator(kernel_size=KS, num_threads=1)
@@ -426,3 +437,155 @@ def test_configs_instantiate(tmp_path: Path) -> None:
     torch.jit.save(torch.jit.script(KernelsOnly()), str(path))
     learned = compose_estimator("learned", [f"kernel_estimator.path={path}"])
     assert isinstance(learned, LearnedEstimator)
+
+
+# ---- initial kernels (video: start from the previous frame's kernel) -----------------------
+def test_cold_start_unchanged_and_warm_path_reproduces_it() -> None:
+    """``init=None`` is today's estimate; a warm start configured like a cold one (every level,
+    ``iterations`` alternations, from a delta) takes the same path bit for bit, so the warm
+    plumbing changes only where to start and how much to run."""
+    est = ClassicalEstimator(kernel_size=9, num_threads=1)
+    same = ClassicalEstimator(kernel_size=9, num_threads=1, warm_scales=None, warm_iters=None)
+    y = to_model_range(circular_blur(photo(PHOTOS[0], 64), line(9, 5)))
+    cold = est.estimate(y)
+    assert torch.equal(est.estimate(y, init=None).kernels, cold.kernels)
+    assert cold.info["warm_start"] is False
+    warm = same.estimate(y, init=4 * delta(9)[None])  # any positive sum is normalised
+    assert warm.info["warm_start"] is True
+    assert torch.equal(warm.kernels, cold.kernels)
+    assert same.schedule(64, 64, warm=True) == same.schedule(64, 64)
+
+
+@pytest.mark.parametrize("start", ["true", "rotated"])
+def test_warm_start_is_cheaper_and_at_least_as_accurate(start: str) -> None:
+    """Warm start (defaults: the finest level, 2 alternations: 0.21x the work) from the true
+    kernel or it rotated by 10 degrees (NCC 0.78 with it), vs a cold start. Measured (15 taps,
+    128 px, sigma_y 0.01): photo 2 NCC cold 0.866, warm 0.962 (true) / 0.916 (rotated); photo
+    4 cold 0.961, warm 0.965 / 0.963."""
+    est = ClassicalEstimator(kernel_size=KS, num_threads=1)
+    kernel = line(KS, 9)
+    init = kernel if start == "true" else rotate(kernel, 10.0)
+    # the work measure: alternations x pixels over the levels run (no wall-clock timing)
+    cold_work = sum(it * lv.height * lv.width for lv, it in est.schedule(SIZE, SIZE))
+    warm_work = sum(it * lv.height * lv.width for lv, it in est.schedule(SIZE, SIZE, warm=True))
+    assert warm_work < 0.4 * cold_work
+    for index in PHOTOS:
+        x = photo(index)
+        noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(index)).double()
+        y = to_model_range(circular_blur(x, kernel) + 0.01 * noise)
+        cold = ncc(est.estimate(y).kernels[0, 0], kernel)
+        warm = ncc(est.estimate(y, init=init[None]).kernels[0, 0], kernel)
+        print(
+            f"photo {index}, init {start} (NCC {ncc(init, kernel):.3f}): cold {cold:.3f}, "
+            f"warm {warm:.3f}"
+        )
+        assert warm >= cold - 0.005
+        assert warm > 0.9
+
+
+def test_init_of_another_size_is_padded_or_cropped_about_the_centre() -> None:
+    est = ClassicalEstimator(kernel_size=9, num_threads=1, warm_iters=1)
+    y = to_model_range(circular_blur(photo(PHOTOS[0], 64), line(9, 5)))
+    small = line(5, 5)  # 5x5: zero-padded to 9x9 centred, the same as line(9, 5)
+    padded = est.estimate(y, init=small[None])
+    assert torch.equal(padded.kernels, est.estimate(y, init=line(9, 5)[None]).kernels)
+    big = F.pad(line(9, 5), (3, 3, 3, 3)) + F.pad(delta(1), (0, 14, 0, 14))  # 15x15, stray corner
+    assert torch.equal(est.estimate(y, init=big[None]).kernels, padded.kernels)
+    # one (kh, kw) kernel serves every image of a batch, each with its own seconds
+    both = est.estimate(torch.stack([y, y]), init=line(9, 5))
+    assert both.kernels.shape == (2, 1, 9, 9) and len(both.seconds) == 2
+    assert torch.equal(both.kernels[1], padded.kernels[0])
+
+
+@pytest.mark.parametrize(
+    ("init", "needle"),
+    [
+        (torch.ones(3, 9, 9), r"\(2, kh, kw\) for this batch of 2"),
+        (torch.ones(2, 1, 9, 9), r"got shape \(2, 1, 9, 9\)"),
+        (torch.ones(2, 8, 9), "sides must be odd"),
+        (-delta(9)[None].expand(2, 9, 9), "negative taps"),
+        (torch.stack([delta(9), torch.zeros(9, 9)]), r"image\(s\) \[1\] is all zero"),
+        (torch.full((2, 9, 9), float("nan")), "NaN"),
+        (F.pad(delta(1), (0, 14, 0, 14))[None].expand(2, 15, 15), "no mass in the central 9x9"),
+        ([[1.0]], "must be a torch tensor"),
+    ],
+)
+def test_bad_init_raises(init: object, needle: str) -> None:
+    y = torch.zeros(2, 3, 32, 32)
+    est = ClassicalEstimator(kernel_size=9, num_threads=1)
+    with pytest.raises(ConfigError, match=needle):
+        est.estimate(y, init=init)  # type: ignore[arg-type]
+    local = LocalEstimator(est, grid=(1, 1))
+    with pytest.raises(ConfigError, match=needle):
+        local.estimate(y, init=init)  # type: ignore[arg-type]
+
+
+class RecordingEstimator(KernelEstimator):
+    """Returns a fixed 3x3 kernel and remembers the ``init`` of every call (patch)."""
+
+    method = "recording"
+    kernel_size = 3
+
+    def __init__(self) -> None:
+        self.inits: list[Tensor | None] = []
+
+    def estimate(self, blurry: Tensor, init: Tensor | None = None) -> KernelEstimate:
+        self.inits.append(init)
+        b = blurry.shape[0]
+        return KernelEstimate(
+            kernels=delta(3).expand(b, 1, 3, 3),
+            masks=torch.ones(b, 1, *blurry.shape[-2:]),
+            seconds=(0.5,) * b,
+            method=self.method,
+        )
+
+
+class NoInitEstimator(RecordingEstimator):
+    """A user's estimator written before ``init`` existed: ``estimate(blurry)`` only."""
+
+    def estimate(self, blurry: Tensor) -> KernelEstimate:  # type: ignore[override]
+        return super().estimate(blurry)
+
+
+def test_local_passes_the_init_of_each_image_to_every_patch() -> None:
+    inner = RecordingEstimator()
+    local = LocalEstimator(inner, grid=(2, 3))
+    init = torch.stack([2 * line(3, 3), gaussian(3, 1.0)])
+    out = local.estimate(torch.zeros(2, 3, 32, 32), init=init)
+    assert len(inner.inits) == 6 and out.info["warm_start"] is True
+    for got in inner.inits:
+        assert got is not None and got.shape == (2, 3, 3)
+        torch.testing.assert_close(got, torch.stack([line(3, 3), gaussian(3, 1.0)]))
+    assert out.seconds == (3.0, 3.0)  # per image: six patches of 0.5 s
+    # init=None calls inner.estimate(patch) as before, so an estimator without init still works
+    old = NoInitEstimator()
+    out = LocalEstimator(old, grid=(2, 2)).estimate(torch.zeros(1, 3, 16, 16))
+    assert old.inits == [None] * 4 and out.info["warm_start"] is False
+
+
+@JIT_DEPRECATION
+def test_learned_checks_and_ignores_init(tmp_path: Path) -> None:
+    path = tmp_path / "tiny.pt"
+    torch.jit.save(torch.jit.script(make_tiny()), str(path))
+    est = LearnedEstimator(path)
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    plain = est.estimate(x)
+    warm = est.estimate(x, init=torch.rand(2, 7, 7))  # any size: there is nothing to size it to
+    torch.testing.assert_close(warm.kernels, plain.kernels, rtol=0, atol=0)
+    with pytest.raises(ConfigError, match="negative taps"):
+        est.estimate(x, init=-torch.ones(2, 5, 5))
+    with pytest.raises(ConfigError, match=r"\(2, kh, kw\)"):
+        est.estimate(x, init=torch.ones(3, 5, 5))
+
+
+def test_warm_start_config_keys() -> None:
+    classical = compose_estimator("classical", ["kernel_estimator.warm_iters=2"])
+    assert isinstance(classical, ClassicalEstimator)
+    assert classical.warm_scales == 1 and classical.warm_iters == 2
+    local = compose_estimator("classical_local", ["kernel_estimator.inner.warm_scales=null"])
+    assert isinstance(local, LocalEstimator) and isinstance(local.inner, ClassicalEstimator)
+    assert local.inner.warm_scales is None
+    with pytest.raises(ConfigError, match="warm_iters"):
+        ClassicalEstimator(warm_iters=0)
+    with pytest.raises(ConfigError, match="warm_scales"):
+        ClassicalEstimator(warm_scales=0)

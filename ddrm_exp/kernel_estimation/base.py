@@ -33,6 +33,7 @@ __all__ = [
     "KernelEstimator",
     "LearnedEstimator",
     "as_image_batch",
+    "as_init_kernels",
     "luminance",
     "reduce_kernels",
 ]
@@ -167,6 +168,79 @@ def as_image_batch(blurry: Tensor, what: str = "The blurry image") -> Tensor:
     return x
 
 
+def as_init_kernels(
+    init: Any,
+    batch: int,
+    kernel_size: int | None = None,
+    what: str = "The initial kernel (init)",
+) -> Tensor | None:
+    """``init`` checked and made ``(B, kh, kw)`` float64 on the CPU, each kernel summing to 1.
+
+    ``init`` is ``None`` (returned as is), a ``(B, kh, kw)`` tensor (one kernel per image) or a
+    ``(kh, kw)`` one (the same kernel for every image). Its taps must be finite and
+    non-negative, with a positive sum per kernel; any sum is accepted and normalised to 1.
+
+    With ``kernel_size`` given, a kernel of another size is brought to ``kernel_size x
+    kernel_size`` **without rescaling** -- a blur is a size in pixels -- by zero-padding or
+    cropping it symmetrically about its centre tap, so its sides must be odd. Mass cropped away
+    is dropped (the rest renormalised); a kernel with nothing left inside the window is refused.
+    Every problem is a :class:`~ddrm_exp.errors.ConfigError` saying what was wrong.
+    """
+    if init is None:
+        return None
+    if not isinstance(init, Tensor):
+        raise ConfigError(
+            f"{what} must be a torch tensor (B, kh, kw) or None, got {type(init).__name__}."
+        )
+    k = init.unsqueeze(0).expand(batch, -1, -1) if init.dim() == 2 else init
+    if k.dim() != 3 or k.shape[0] != batch or k.shape[-1] == 0 or k.shape[-2] == 0:
+        raise ConfigError(
+            f"{what} must be one kernel per image, ({batch}, kh, kw) for this batch of {batch}, "
+            f"or a single (kh, kw) kernel; got shape {tuple(init.shape)}."
+        )
+    if k.is_complex() or k.dtype == torch.bool:
+        raise ConfigError(f"{what} must be a real tensor, got dtype {k.dtype}.")
+    k = k.detach().to("cpu", torch.float64)
+    if not bool(torch.isfinite(k).all()):
+        raise ConfigError(f"{what} contains NaN or infinite taps.")
+    if bool((k < 0).any()):
+        raise ConfigError(
+            f"{what} has negative taps (min {float(k.min()):.3g}); a blur kernel is "
+            "non-negative: clip it (k.clamp(min=0)) before passing it."
+        )
+    if bool((k.sum(dim=(-2, -1)) <= 0).any()):
+        bad = [int(i) for i in torch.nonzero(k.sum(dim=(-2, -1)) <= 0).flatten()]
+        raise ConfigError(f"{what} of image(s) {bad} is all zero; it cannot start an estimate.")
+    if kernel_size is not None:
+        kh, kw = k.shape[-2:]
+        if kh % 2 == 0 or kw % 2 == 0:
+            raise ConfigError(
+                f"{what} is {kh}x{kw}, not {kernel_size}x{kernel_size} like the estimator's "
+                "kernel; a kernel of another size is padded or cropped about its centre tap, "
+                "so its sides must be odd."
+            )
+        k = _centre_to(k, kernel_size)
+        if bool((k.sum(dim=(-2, -1)) <= 0).any()):
+            raise ConfigError(
+                f"{what} ({kh}x{kw}) has no mass in the central {kernel_size}x{kernel_size} "
+                "window it is cropped to; use a larger kernel_size."
+            )
+    return k / k.sum(dim=(-2, -1), keepdim=True)
+
+
+def _centre_to(k: Tensor, size: int) -> Tensor:
+    """``(B, kh, kw)`` odd-sided kernels zero-padded or cropped about the centre to ``size``."""
+    for dim in (-2, -1):
+        n = k.shape[dim]
+        if n < size:
+            pad = [0, 0, 0, 0]
+            pad[0 if dim == -1 else 2] = pad[1 if dim == -1 else 3] = (size - n) // 2
+            k = F.pad(k, pad)
+        elif n > size:
+            k = k.narrow(dim, (n - size) // 2, size)
+    return k.contiguous()
+
+
 def as_device(device: Any, what: str = "kernel_estimator.device") -> str | None:
     """``device`` checked to name a torch device (``None``: follow the images)."""
     if device is None:
@@ -194,17 +268,22 @@ def luminance(batch: Tensor) -> Tensor:
 class KernelEstimator(abc.ABC):
     """Estimates blur kernels from blurry images alone.
 
-    ``estimate(blurry)`` takes ``(B, 3, H, W)`` (or ``(3, H, W)``, treated as ``B = 1``) images
-    in ``[-1, 1]`` on any device and returns a :class:`KernelEstimate` (kernels on the CPU).
+    ``estimate(blurry, init=None)`` takes ``(B, 3, H, W)`` (or ``(3, H, W)``, treated as
+    ``B = 1``) images in ``[-1, 1]`` on any device and returns a :class:`KernelEstimate`
+    (kernels on the CPU). ``init``, optional, is a ``(B, kh, kw)`` non-negative kernel per image
+    to start from -- e.g. the kernel found for the previous frame of a video -- checked with
+    :func:`as_init_kernels`; what an estimator does with it is its own (a warm start for
+    :class:`~ddrm_exp.kernel_estimation.ClassicalEstimator`, nothing for
+    :class:`LearnedEstimator`). ``init=None`` is the estimate from the image alone.
     """
 
     method: str = "estimator"
 
     @abc.abstractmethod
-    def estimate(self, blurry: Tensor) -> KernelEstimate: ...
+    def estimate(self, blurry: Tensor, init: Tensor | None = None) -> KernelEstimate: ...
 
-    def __call__(self, blurry: Tensor) -> KernelEstimate:
-        return self.estimate(blurry)
+    def __call__(self, blurry: Tensor, init: Tensor | None = None) -> KernelEstimate:
+        return self.estimate(blurry) if init is None else self.estimate(blurry, init=init)
 
 
 def _import_factory(spec: str) -> Callable[..., Any]:
@@ -251,6 +330,10 @@ class LearnedEstimator(KernelEstimator):
     ``(B, K, h, w)`` weights, resized to the image size if ``(h, w)`` differs and renormalised
     to sum to 1 per pixel. Without masks each of the ``K`` kernels gets weight ``1 / K``
     everywhere.
+
+    ``estimate(blurry, init)`` accepts an initial kernel for the same interface as the other
+    estimators, checks it (:func:`as_init_kernels`, any size) and otherwise **ignores** it: a
+    feed-forward network has no warm start, so the result does not depend on ``init``.
     """
 
     method = "learned"
@@ -315,8 +398,10 @@ class LearnedEstimator(KernelEstimator):
             ) from exc
         return module
 
-    def estimate(self, blurry: Tensor) -> KernelEstimate:
+    def estimate(self, blurry: Tensor, init: Tensor | None = None) -> KernelEstimate:
         x = as_image_batch(blurry)
+        # Checked so a caller's mistake surfaces here too, then unused (no warm start).
+        as_init_kernels(init, x.shape[0])
         if x.shape[1] != 3:
             x = x.expand(-1, 3, -1, -1)
         device = torch.device(self.device) if self.device else x.device

@@ -42,6 +42,7 @@ from ddrm_exp.kernel_estimation.base import (
     KernelEstimator,
     as_device,
     as_image_batch,
+    as_init_kernels,
     luminance,
 )
 
@@ -254,6 +255,25 @@ class ClassicalEstimator(KernelEstimator):
         num_threads: CPU threads while estimating (restored afterwards); ``None`` leaves torch's
             setting. The FFTs are small, so one thread loses little and avoids the large
             slowdowns of oversubscribed threads on a busy machine.
+        warm_scales: with an initial kernel (``estimate(blurry, init=...)``, e.g. the previous
+            video frame's kernel), only the ``warm_scales`` finest pyramid levels are run,
+            starting from ``init`` (brought to the coarsest of them by the same resampling as
+            between levels) instead of from a delta at the coarsest level. ``None``: all
+            levels (still starting from ``init``).
+        warm_iters: alternations per level of a warm start; ``None``: ``iterations``.
+
+    Warm start: with ``init`` close to the blur (a slowly varying video blur), the coarse
+    levels, whose job is to find the kernel's rough shape from scratch, are skipped and the
+    finest level refines ``init``. More alternations do not help there: they pull the kernel
+    from ``init`` to the estimator's own (biased) fixed point. The defaults (1 level, 2
+    alternations, 0.2x the work of a cold start) were measured on the 9 sample photos with
+    three camera-shake motion blurs and a Gaussian, 15 taps at 128 px (``sigma_y`` 0, 0.01,
+    0.02) and 31 taps at 256 px (0.01, 0.02): from the true kernel or it rotated by 10
+    degrees the mean NCC with the true kernel is above a cold start's in every setting (e.g.
+    31 taps, ``sigma_y`` 0.02: 0.798 and 0.795 against 0.784) in 0.21 s against 1.30 s per
+    image on one core. From a kernel rotated by 45 degrees it is a little below (0.756
+    against 0.784): far from the blur -- a scene cut, another kernel -- a cold start
+    (``init=None``) is better.
     """
 
     method = "classical"
@@ -277,6 +297,8 @@ class ClassicalEstimator(KernelEstimator):
         dtype: str = "float32",
         device: str | None = None,
         num_threads: int | None = None,
+        warm_scales: int | None = 1,
+        warm_iters: int | None = 2,
     ) -> None:
         self.kernel_size = as_int(kernel_size, "kernel_estimator.kernel_size", minimum=1)
         if self.kernel_size % 2 == 0:
@@ -326,6 +348,16 @@ class ClassicalEstimator(KernelEstimator):
             if num_threads is None
             else as_int(num_threads, "kernel_estimator.num_threads", minimum=1)
         )
+        self.warm_scales = (
+            None
+            if warm_scales is None
+            else as_int(warm_scales, "kernel_estimator.warm_scales", minimum=1)
+        )
+        self.warm_iters = (
+            self.iterations
+            if warm_iters is None
+            else as_int(warm_iters, "kernel_estimator.warm_iters", minimum=1)
+        )
 
     def params(self) -> dict[str, Any]:
         return {
@@ -341,6 +373,8 @@ class ClassicalEstimator(KernelEstimator):
             "nnls_steps": self.nnls_steps,
             "kernel_smoothing": self.kernel_smoothing,
             "smoothing_per_noise": self.smoothing_per_noise,
+            "warm_scales": self.warm_scales,
+            "warm_iters": self.warm_iters,
         }
 
     def check_size(self, height: int, width: int) -> None:
@@ -352,10 +386,19 @@ class ClassicalEstimator(KernelEstimator):
                 f"or a larger image (at least 2-3 times the kernel size gives usable estimates)."
             )
 
-    def estimate(self, blurry: Tensor) -> KernelEstimate:
+    def estimate(self, blurry: Tensor, init: Tensor | None = None) -> KernelEstimate:
+        """One kernel per image of ``blurry``; ``init`` (``(B, kh, kw)``, optional) warm-starts.
+
+        ``init`` is checked and sized by :func:`~ddrm_exp.kernel_estimation.base.as_init_kernels`
+        (odd sides, padded or cropped about the centre to ``kernel_size``; any positive sum).
+        With it, each image's estimate runs the ``warm_scales`` finest levels for
+        ``warm_iters`` alternations from its kernel (see the class notes); ``info`` then
+        records ``warm_start=True``. ``seconds`` is each image's own time either way.
+        """
         x = as_image_batch(blurry)
         h, w = x.shape[-2:]
         self.check_size(h, w)
+        starts = as_init_kernels(init, x.shape[0], self.kernel_size)
         device = torch.device(self.device) if self.device else x.device
         gray = luminance(x.to(device=device, dtype=self.dtype))
         kernels, seconds = [], []
@@ -363,11 +406,11 @@ class ClassicalEstimator(KernelEstimator):
         if self.num_threads is not None and device.type == "cpu":
             torch.set_num_threads(self.num_threads)
         try:
-            for img in gray:
+            for i, img in enumerate(gray):
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
                 start = time.perf_counter()
-                k = self.estimate_gray(img)
+                k = self.estimate_gray(img, None if starts is None else starts[i])
                 seconds.append(time.perf_counter() - start)
                 kernels.append(k)
         finally:
@@ -377,7 +420,7 @@ class ClassicalEstimator(KernelEstimator):
             masks=torch.ones(x.shape[0], 1, h, w),
             seconds=tuple(seconds),
             method=self.method,
-            info=self.params(),
+            info={**self.params(), "warm_start": starts is not None},
         )
 
     def levels(self, height: int, width: int) -> list[_Level]:
@@ -391,14 +434,38 @@ class ClassicalEstimator(KernelEstimator):
             out.append(_Level(ks, hs, ws))
         return out
 
-    def estimate_gray(self, image: Tensor) -> Tensor:
-        """The ``(k, k)`` float64 kernel (on the CPU) of one ``(H, W)`` luma image in [0, 1]."""
+    def schedule(self, height: int, width: int, warm: bool = False) -> list[tuple[_Level, int]]:
+        """The levels an estimate runs, coarsest first, each with its number of alternations.
+
+        A cold start runs every level of :meth:`levels` for ``iterations``; a warm start (an
+        initial kernel) the ``warm_scales`` finest for ``warm_iters``. The work of an estimate
+        is about the sum of ``iterations x height x width`` over this list.
+        """
+        levels = self.levels(height, width)
+        if not warm:
+            return [(level, self.iterations) for level in levels]
+        if self.warm_scales is not None:
+            levels = levels[-self.warm_scales :]
+        return [(level, self.warm_iters) for level in levels]
+
+    def estimate_gray(self, image: Tensor, init: Tensor | None = None) -> Tensor:
+        """The ``(k, k)`` float64 kernel (on the CPU) of one ``(H, W)`` luma image in [0, 1].
+
+        ``init``: an optional ``(kernel_size, kernel_size)`` non-negative kernel summing to 1
+        (as :func:`~ddrm_exp.kernel_estimation.base.as_init_kernels` makes them) to warm-start
+        from, as :meth:`schedule` says.
+        """
         self.check_size(*image.shape[-2:])
         image = image.to(self.dtype)
         h, w = image.shape[-2:]
         k: Tensor | None = None
         noise = noise_std(image) if self.kernel_smoothing is None else 0.0
-        for level in self.levels(h, w):
+        if init is not None and tuple(init.shape) != (self.kernel_size, self.kernel_size):
+            raise ConfigError(
+                f"estimate_gray's init must be {self.kernel_size}x{self.kernel_size}, got "
+                f"{tuple(init.shape)}; estimate() pads or crops other sizes."
+            )
+        for level, iterations in self.schedule(h, w, warm=init is not None):
             if (level.height, level.width) == (h, w):
                 b = image
             else:
@@ -409,16 +476,20 @@ class ClassicalEstimator(KernelEstimator):
                     antialias=True,
                     align_corners=False,
                 )[0, 0]
-            if k is None:
-                k = _delta((level.kernel_size, level.kernel_size), b)
-            else:
+            if k is not None:
                 k = _resize_kernel(k, level.kernel_size)
-            k = self._estimate_level(b, k, noise, level.height / h)
+            elif init is not None:
+                k = _resize_kernel(init.to(b), level.kernel_size)
+            else:
+                k = _delta((level.kernel_size, level.kernel_size), b)
+            k = self._estimate_level(b, k, noise, level.height / h, iterations)
         assert k is not None
         k = k.to("cpu", torch.float64)
         return k / k.sum()
 
-    def _estimate_level(self, b: Tensor, k: Tensor, noise: float, level_ratio: float) -> Tensor:
+    def _estimate_level(
+        self, b: Tensor, k: Tensor, noise: float, level_ratio: float, iterations: int
+    ) -> Tensor:
         ks = k.shape[-1]
         h, w = b.shape
         shape = (_fast_len(h + ks), _fast_len(w + ks))
@@ -442,7 +513,7 @@ class ClassicalEstimator(KernelEstimator):
             f2 = fy.square()[:, None] + fx.square()
             weight = torch.exp(-((2 * math.pi * smoothing) ** 2) * f2)
         lam = self.lambda_grad
-        for _ in range(self.iterations):
+        for _ in range(iterations):
             latent = self._latent(b_hat, psf2otf(k, shape), d2, b, lam, shape)
             k = self._kernel(latent, bx_hat, by_hat, ks, shape, weight)
             lam = max(lam / self.lambda_decay, self.lambda_min)

@@ -20,6 +20,7 @@ from ddrm_exp.kernel_estimation.base import (
     KernelEstimate,
     KernelEstimator,
     as_image_batch,
+    as_init_kernels,
     reduce_kernels,
 )
 
@@ -73,6 +74,12 @@ class LocalEstimator(KernelEstimator):
             bilinear "hat" weights peaking at each cell centre, which blend neighbouring
             kernels smoothly. Either way the masks sum to 1 at every pixel, and each kernel's
             coverage is its cell's share of the image.
+
+    ``estimate(blurry, init)``: a ``(B, kh, kw)`` initial kernel per image (e.g. the previous
+    video frame's reduced kernel) is passed to ``inner`` for every patch of that image, so each
+    cell warm-starts from the same kernel. It is checked here (any size with an ``inner`` that
+    has no ``kernel_size``; else as ``inner`` sizes it); ``init=None`` calls
+    ``inner.estimate(patch)`` exactly as before, so an ``inner`` without ``init`` still works.
     """
 
     def __init__(
@@ -118,7 +125,7 @@ class LocalEstimator(KernelEstimator):
                 wc[j, a:b] = 1
         return torch.einsum("ih,jw->ijhw", wr, wc).reshape(-1, height, width).float()
 
-    def estimate(self, blurry: Tensor) -> KernelEstimate:
+    def estimate(self, blurry: Tensor, init: Tensor | None = None) -> KernelEstimate:
         x = as_image_batch(blurry)
         b, _, h, w = x.shape
         gh, gw = self.grid
@@ -138,10 +145,15 @@ class LocalEstimator(KernelEstimator):
                     f"(kernel_size={ks}); use a coarser grid, a larger overlap or a smaller "
                     "kernel_size."
                 )
+        starts = as_init_kernels(init, b, ks if isinstance(ks, int) else None)
         kernels: list[Tensor] = []
         seconds = torch.zeros(b, dtype=torch.float64)
         for rows, cols in patches:
-            part = self.inner.estimate(x[:, :, rows, cols])
+            patch = x[:, :, rows, cols]
+            if starts is None:
+                part = self.inner.estimate(patch)
+            else:
+                part = self.inner.estimate(patch, init=starts)
             k = part.kernels[:, 0] if part.num_kernels == 1 else reduce_kernels(part)
             kernels.append(k)
             seconds += torch.tensor(part.seconds, dtype=torch.float64)
@@ -151,6 +163,7 @@ class LocalEstimator(KernelEstimator):
             "overlap": self.overlap,
             "soft_masks": self.soft_masks,
             "inner": getattr(self.inner, "params", dict)(),
+            "warm_start": starts is not None,
         }
         return KernelEstimate(
             kernels=torch.stack(kernels, dim=1),
