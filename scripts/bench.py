@@ -21,7 +21,9 @@ the weights), so the published models can be timed without downloading them.
 ``--precisions``, ``--channels-last`` and ``--compile`` time every combination given (see
 ``ddrm_exp.models.acceleration``). ``--quality`` restores the held-out sample photos with the
 bundled ``tiny`` model under each precision and prints the mean PSNR change against fp32 (same
-measurements and noise). ``--sync-check`` (CUDA) runs each sampler once under
+measurements and noise). ``--noise-inline`` adds DDRM drawing its per-step noise in line
+instead of one step ahead on a host thread (the default on CUDA, ``DDRM.prefetch_noise``).
+``--sync-check`` (CUDA) runs each sampler once under
 ``torch.cuda.set_sync_debug_mode`` and counts the host synchronisations of the whole run.
 """
 
@@ -256,6 +258,9 @@ def main() -> None:
     parser.add_argument("--channels-last", action="store_true", help="also time channels_last")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile")
     parser.add_argument("--quality", action="store_true", help="PSNR change of each precision")
+    parser.add_argument(
+        "--noise-inline", action="store_true", help="also time DDRM without noise drawn ahead"
+    )
     parser.add_argument("--sync-check", action="store_true", help="count host syncs (CUDA)")
     parser.add_argument(
         "--random-init", action="store_true", help="time architectures without weights"
@@ -327,6 +332,12 @@ def bench_one(
     runs: dict[str, Callable[[], object]] = {"network": partial(network_loop, prior, x, t, nfe)}
     for name in args.samplers:
         runs[name] = partial(samplers[name].sample, prior, op, y, 0.05, generator=gens)
+    if args.noise_inline:
+        # DDRM drawing each step's noise in line on the launching thread, not one step ahead
+        # on a worker (DDRM.prefetch_noise; ahead is the default on CUDA): what that saves.
+        inline = DDRM(args.timesteps, 0.85, 1.0)
+        inline.prefetch_noise = False
+        runs["ddrm, noise inline"] = partial(inline.sample, prior, op, y, 0.05, generator=gens)
     # DDRM's own work alone: the same loop with the network replaced by a replay of one
     # precomputed output. Robust where (full - network) drowns in the network's run-to-run
     # noise (a shared CPU), since it never runs the network.

@@ -11,7 +11,7 @@ from ddrm_exp.metrics import psnr
 from ddrm_exp.models.acceleration import Acceleration, accelerate
 from ddrm_exp.models.pretrained import build_pretrained_prior
 from ddrm_exp.samplers import DDRM
-from ddrm_exp.samplers.ddrm import draw_noise
+from ddrm_exp.samplers.ddrm import NoiseStream, draw_noise
 
 TINY = dict(
     name="tiny",
@@ -75,6 +75,28 @@ def test_tf32_on_cpu_equals_fp32(tiny) -> None:
     torch.testing.assert_close(other, ref, atol=1e-6, rtol=1e-6)
 
 
+def test_noise_drawn_ahead_on_a_thread_is_the_same_noise(tiny, monkeypatch) -> None:
+    ref, _ = restore(tiny)
+    monkeypatch.setattr(DDRM, "prefetch_noise", True)
+    ahead, _ = restore(tiny)
+    torch.testing.assert_close(ahead, ref, atol=0, rtol=0)
+
+
+def test_noise_stream_draws_exactly_what_it_announced() -> None:
+    gens = [torch.Generator().manual_seed(i) for i in range(2)]
+    with NoiseStream((2, 3, 4, 4), gens, torch.device("cpu"), torch.float32, 2, True) as s:
+        s.next(), s.next()
+        with pytest.raises(RuntimeError, match="more draws"):
+            s.next()
+    # The worker drew nothing beyond the two announced draws: the generators continue from there.
+    fresh = [torch.Generator().manual_seed(i) for i in range(2)]
+    for _ in range(3):
+        expected = draw_noise((2, 3, 4, 4), fresh, torch.device("cpu"), torch.float32)
+    torch.testing.assert_close(
+        draw_noise((2, 3, 4, 4), gens, torch.device("cpu"), torch.float32), expected
+    )
+
+
 @pytest.mark.slow
 def test_compile_matches_eager(tiny) -> None:
     ref, _ = restore(tiny)
@@ -99,8 +121,15 @@ def test_gpu_noise_is_the_cpu_noise_and_the_loop_never_syncs(tiny) -> None:
     sampler.sample(prior, op, y, 0.1, generator=gens)  # warm-up (lazy init may sync)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
+    gens = [torch.Generator().manual_seed(i) for i in range(2)]
     try:
-        sampler.sample(prior, op, y, 0.1, generator=gens)
+        ahead = sampler.sample(prior, op, y, 0.1, generator=gens).x0  # noise drawn ahead
     finally:
         torch.cuda.set_sync_debug_mode("default")
+    gens = [torch.Generator().manual_seed(i) for i in range(2)]
+    inline = DDRM(5, 0.85, 1.0)
+    inline.prefetch_noise = False
+    torch.testing.assert_close(
+        inline.sample(prior, op, y, 0.1, generator=gens).x0, ahead, atol=0, rtol=0
+    )
     prior.to("cpu")
