@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -285,3 +287,76 @@ def test_all_temporal_help_with_estimated_kernels(
     assert {r["nfe"] for r in later} == {3}  # t = 400, 200, 0
     assert all(r["kernel"]["estimator"] == estimator for r in recs)
     assert not any(r["temporal"]["kernel_propagated"] for r in recs if r["position"] == 0)
+
+
+def test_sigkill_mid_sequence_then_rerun_finishes_exactly(bsd_root: Path, tmp_path: Path) -> None:
+    """A run killed between frames resumes at the first unfinished one, warm-started from the
+    stored state: the results equal an uninterrupted run's."""
+    args = [
+        *FAST,
+        *SYNTHETIC,
+        "batch_size=1",
+        "sampler.timesteps=100",  # slow enough that the kill lands mid-run
+        "task=video",
+        "temporal=all",
+        "degradation=blur_estimated",
+        "kernel_estimator=classical",
+        "kernel_estimator.kernel_size=5",
+        f"dataset.root={bsd_root}",
+    ]
+    reference = tmp_path / "reference"
+    ref = subprocess.run(
+        [sys.executable, "-m", "ddrm_exp", *args, f"hydra.run.dir={reference}"],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert ref.returncode == 0, ref.stderr[-3000:]
+
+    run_dir = tmp_path / "run"
+    results = run_dir / "results.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ddrm_exp", *args, f"hydra.run.dir={run_dir}"],
+        cwd=tmp_path,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 240
+    while not (results.exists() and results.read_text().count("\n") >= 2):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("no second result line before the run ended")
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_at_kill = results.read_text().count("\n")
+    assert 2 <= done_at_kill < 2 * FRAMES, "the kill did not land mid-run"
+
+    again = subprocess.run(
+        [sys.executable, "-m", "ddrm_exp", *args, f"hydra.run.dir={run_dir}"],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"{2 * FRAMES - done_at_kill} of {2 * FRAMES} frames to compute" in again.stdout
+
+    def outcome(run: Path) -> list[tuple]:
+        return [
+            (r["index"], r["nfe"], r["restored"]["psnr"], r["kernel"]["ncc"]) for r in records(run)
+        ]
+
+    assert outcome(run_dir) == outcome(reference)
+    for seq in ("000", "001"):
+        assert read_video(run_dir / "videos" / f"{seq}.mp4").shape[0] == FRAMES
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HYDRA_FULL_ERROR", "WANDB_"))}
+    env["OMP_NUM_THREADS"] = "1"
+    return env
