@@ -131,16 +131,20 @@ def network_loop(prior: DiffusionPrior, x: torch.Tensor, t: torch.Tensor, nfe: i
             prior.eps(x, t)
 
 
-def time_once(fn: Callable[[], object], device: torch.device) -> tuple[float, int]:
+def time_once(fn: Callable[[], object], device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def peak_once(fn: Callable[[], object], device: torch.device) -> int:
     with PeakMemory(device) as mem:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
         fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        seconds = time.perf_counter() - start
-    return seconds, mem.peak
+    return mem.peak
 
 
 def timed_interleaved(
@@ -149,18 +153,21 @@ def timed_interleaved(
     """Median time and peak memory of each run, the runs interleaved repeat by repeat.
 
     Interleaving (network, ddrm, mcg, network, ddrm, ...) spreads clock and load drift of a
-    shared machine over every run alike instead of charging it to whichever ran last.
+    shared machine over every run alike instead of charging it to whichever ran last. Peak
+    memory is measured in a separate pass after the timed ones: on the CPU it samples RSS from
+    a thread every millisecond, and that thread's wake-ups take the GIL from the run, which
+    slowed DDRM's many small operations more than the network's (+10-17 % "overhead" on the
+    2-core CPU with it, +4.6 % without).
     """
     for fn in runs.values():
         fn()  # warm-up: allocator, lazy init, cudnn autotuning
     times: dict[str, list[float]] = {name: [] for name in runs}
-    peaks: dict[str, list[int]] = {name: [] for name in runs}
     for _ in range(repeats):
         for name, fn in runs.items():
-            seconds, peak = time_once(fn, device)
-            times[name].append(seconds)
-            peaks[name].append(peak)
-    return {name: (statistics.median(times[name]), max(peaks[name])) for name in runs}
+            times[name].append(time_once(fn, device))
+    return {
+        name: (statistics.median(times[name]), peak_once(fn, device)) for name, fn in runs.items()
+    }
 
 
 def count_syncs(fn: Callable[[], object]) -> int:
