@@ -78,6 +78,26 @@ def run_video(out: Path, root: Path | None, *extra: str, data: list[str] = SYNTH
     return run(cfg, RunContext(output_dir=out, choices=choices))
 
 
+def cli_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HYDRA_FULL_ERROR", "WANDB_"))}
+    env["OMP_NUM_THREADS"] = "1"  # two processes' OpenMP threads crawl on a 2-core box
+    return env
+
+
+def run_cli(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python -m ddrm_exp ARGS``, which must succeed."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "ddrm_exp", *args],
+        cwd=cwd,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
 def records(run_dir: Path) -> list[dict]:
     lines = (run_dir / "results.jsonl").read_text().splitlines()
     return sorted((json.loads(line) for line in lines), key=lambda r: r["index"])
@@ -238,8 +258,6 @@ def test_warm_start_at_the_top_from_zero_is_a_cold_start() -> None:
 @pytest.mark.slow
 def test_video_bsd_multirun_writes_the_comparison_table(bsd_root: Path, tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HYDRA_FULL_ERROR", "WANDB_"))}
-    env["OMP_NUM_THREADS"] = "1"
     args = [
         "-m",
         "experiment=video_bsd",
@@ -252,15 +270,7 @@ def test_video_bsd_multirun_writes_the_comparison_table(bsd_root: Path, tmp_path
         "kernel_estimator.kernel_size=5",
         f"hydra.sweep.dir={sweep}",
     ]
-    proc = subprocess.run(
-        [sys.executable, "-m", "ddrm_exp", *args],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_cli(args, tmp_path, timeout=600)
     table = (sweep / "tables" / "video.md").read_text()
     for mode in ("independent", "warm_start (t*=300)", "shared_noise", "kernel_propagation"):
         assert f"| {mode} |" in table, table
@@ -305,22 +315,14 @@ def test_sigkill_mid_sequence_then_rerun_finishes_exactly(bsd_root: Path, tmp_pa
         f"dataset.root={bsd_root}",
     ]
     reference = tmp_path / "reference"
-    ref = subprocess.run(
-        [sys.executable, "-m", "ddrm_exp", *args, f"hydra.run.dir={reference}"],
-        cwd=tmp_path,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert ref.returncode == 0, ref.stderr[-3000:]
+    run_cli([*args, f"hydra.run.dir={reference}"], tmp_path)
 
     run_dir = tmp_path / "run"
     results = run_dir / "results.jsonl"
     proc = subprocess.Popen(
         [sys.executable, "-m", "ddrm_exp", *args, f"hydra.run.dir={run_dir}"],
         cwd=tmp_path,
-        env=_env(),
+        env=cli_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -335,15 +337,7 @@ def test_sigkill_mid_sequence_then_rerun_finishes_exactly(bsd_root: Path, tmp_pa
     done_at_kill = results.read_text().count("\n")
     assert 2 <= done_at_kill < 2 * FRAMES, "the kill did not land mid-run"
 
-    again = subprocess.run(
-        [sys.executable, "-m", "ddrm_exp", *args, f"hydra.run.dir={run_dir}"],
-        cwd=tmp_path,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert again.returncode == 0, again.stderr[-3000:]
+    again = run_cli([*args, f"hydra.run.dir={run_dir}"], tmp_path)
     assert f"{2 * FRAMES - done_at_kill} of {2 * FRAMES} frames to compute" in again.stdout
 
     def outcome(run: Path) -> list[tuple]:
@@ -354,9 +348,3 @@ def test_sigkill_mid_sequence_then_rerun_finishes_exactly(bsd_root: Path, tmp_pa
     assert outcome(run_dir) == outcome(reference)
     for seq in ("000", "001"):
         assert read_video(run_dir / "videos" / f"{seq}.mp4").shape[0] == FRAMES
-
-
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HYDRA_FULL_ERROR", "WANDB_"))}
-    env["OMP_NUM_THREADS"] = "1"
-    return env

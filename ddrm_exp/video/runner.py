@@ -46,7 +46,7 @@ from ddrm_exp.runner import (
     measure,
     setup,
 )
-from ddrm_exp.samplers.ddrm import WarmStart, warm_schedule
+from ddrm_exp.samplers.ddrm import WarmStart, timestep_sequence, warm_schedule
 from ddrm_exp.tracking.files import save_grid, save_png, write_json_atomic, write_text_atomic
 from ddrm_exp.tracking.resume import GRID_NAME, SUMMARY_NAME, complete_summary
 from ddrm_exp.tracking.trackers import Tracker
@@ -82,8 +82,7 @@ def check_temporal(temporal: TemporalSettings, s: Setup, choices: dict[str, str]
                 "in_loop)."
             )
     if temporal.warm_start:
-        seq = list(range(0, 1000, 1000 // s.sampler.timesteps))
-        if not warm_schedule(seq, temporal.t_star):
+        if not warm_schedule(timestep_sequence(s.sampler.timesteps), temporal.t_star):
             raise ConfigError(f"temporal.t_star={temporal.t_star} leaves no sampling step.")
         if not hasattr(s.sampler, "_loop"):
             raise ConfigError(
@@ -95,13 +94,20 @@ def check_temporal(temporal: TemporalSettings, s: Setup, choices: dict[str, str]
 class VideoRun:
     """The state of one ``task=video`` job while its sequences are restored."""
 
-    def __init__(self, cfg: DictConfig, ctx: RunContext, s: Setup, prior: DiffusionPrior) -> None:
+    def __init__(
+        self,
+        cfg: DictConfig,
+        ctx: RunContext,
+        s: Setup,
+        prior: DiffusionPrior,
+        temporal: TemporalSettings,
+        fps: int,
+    ) -> None:
         self.cfg, self.ctx, self.s, self.prior = cfg, ctx, s, prior
         self.out_dir = ctx.output_dir
         self.choices = ctx.choices or {}
-        self.temporal = TemporalSettings.from_config(cfg.get("temporal"))
-        video_cfg = cfg.get("video") or {}
-        self.fps = int(video_cfg.get("fps", 10))
+        self.temporal = temporal
+        self.fps = fps
         self.seed = int(cfg.seed)
         self.metrics = Metrics(cfg, s.device)
         self.grid_rows: dict[int, list[Tensor]] = {}
@@ -270,9 +276,7 @@ class VideoRun:
             written = write_video(frames, path, fps=self.fps)
         summary = sequence_summary(seq, [records[i] for i in seq.indices])
         summary["video"] = str(written.relative_to(self.out_dir))
-        log_video = getattr(tracker, "log_video", None)
-        if callable(log_video):
-            log_video(summary, [records[i] for i in seq.indices], written)
+        tracker.log_video(summary, [records[i] for i in seq.indices], written)
         return summary
 
 
@@ -352,7 +356,7 @@ def run_video(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
     results = distributed.RunResults.open(
         out_dir, ctx.shard, s.fingerprint, overwrite=bool(cfg.overwrite)
     )
-    job = VideoRun(cfg, ctx, s, prior)
+    job = VideoRun(cfg, ctx, s, prior, temporal, fps)
     tracker = build_tracker(cfg, ctx)
     todo = sum(1 for seq in sequences for i in seq.indices if i not in results.done)
     if todo < len(s.dataset):

@@ -15,7 +15,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from ddrm_exp.errors import ConfigError
@@ -75,10 +74,3 @@ def align_previous(previous: Tensor, guide_previous: Tensor, guide: Tensor) -> T
 
     flow = optical_flow(guide, guide_previous)
     return warp(previous.detach().cpu().float(), flow).to(previous)
-
-
-def stack_or_none(tensors: list[Tensor | None]) -> Tensor | None:
-    """Stack when every element is a tensor; None when any is missing."""
-    if any(t is None for t in tensors):
-        return None
-    return torch.stack([t for t in tensors if t is not None])
