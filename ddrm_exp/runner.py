@@ -25,7 +25,7 @@ from ddrm_exp.degradations.base import HFunctions
 from ddrm_exp.distributed import RunResults, Shard
 from ddrm_exp.errors import ConfigError
 from ddrm_exp.metrics.image import LPIPSMetric, psnr, ssim
-from ddrm_exp.metrics.summary import format_stat, mean_ci
+from ddrm_exp.metrics.summary import CI_NOTE, format_stat, mean_ci
 from ddrm_exp.models.acceleration import Acceleration, accelerate, check_supported
 from ddrm_exp.models.base import DiffusionPrior
 from ddrm_exp.samplers.ddrm import draw_noise
@@ -412,16 +412,20 @@ def build_summary(
     lpips_note: str | None,
 ) -> dict[str, Any]:
     seconds = [float(r["seconds"]) for r in records]
-    nfe = int(records[0]["nfe"]) if records else 0
+    # The mean NFE per image: a warm-started video frame takes fewer steps than the first one.
+    nfes = [int(r["nfe"]) for r in records]
+    nfe: float = sum(nfes) / len(nfes) if nfes else 0
+    if nfe == int(nfe):
+        nfe = int(nfe)
     # NFE/s counts one batched network call as one evaluation, as the report's tables do; each
     # record holds its batch's time divided by the batch size.
     batch_seconds = sum(seconds)
-    batches = sum(1.0 / r["batch_size"] for r in records)
+    batch_nfe = sum(int(r["nfe"]) / r["batch_size"] for r in records)
     summary: dict[str, Any] = {
         "count": len(records),
         "nfe": nfe,
         "seconds_per_image": sum(seconds) / len(seconds) if seconds else None,
-        "nfe_per_s": (nfe * batches / batch_seconds) if batch_seconds > 0 else None,
+        "nfe_per_s": (batch_nfe / batch_seconds) if batch_seconds > 0 else None,
         "degradation": choices.get("degradation"),
         "model": choices.get("model"),
         "dataset": choices.get("dataset"),
@@ -442,10 +446,12 @@ def build_summary(
 
 def format_summary(summary: dict[str, Any]) -> str:
     """A few human-readable lines for the terminal."""
-
+    nfe = summary["nfe"]
+    unit = "frame" if summary.get("task") == "video" else "image"
+    nfe_text = f"{nfe} NFE" if isinstance(nfe, int) else f"{nfe:.2f} NFE per {unit} (mean)"
     lines = [
-        f"{summary['count']} images, {summary['nfe']} NFE, "
-        f"{summary['seconds_per_image']:.3f} s/image, {summary['nfe_per_s']:.2f} NFE/s",
+        f"{summary['count']} {unit}s, {nfe_text}, "
+        f"{summary['seconds_per_image']:.3f} s/{unit}, {summary['nfe_per_s']:.2f} NFE/s",
     ]
     for key in ("psnr", "ssim", "lpips"):
         r = summary["restored"].get(key)
@@ -461,4 +467,14 @@ def format_summary(summary: dict[str, Any]) -> str:
         stat = kernel.get(key)
         if stat and stat.get("mean") is not None:
             lines.append(f"  {label} ({kernel.get('assumed')}) {format_stat(stat, digits)}")
+    temporal = summary.get("temporal") or {}
+    for key, label, digits in (
+        ("flicker", "flicker ↓ (consecutive frames)", 4),
+        ("warping_error", "warping error ↓", 5),
+        ("warping_error_sharp", "warping error of the sharp frames (the flow's floor)", 5),
+    ):
+        stat = temporal.get(key)
+        if stat and stat.get("mean") is not None:
+            lines.append(f"  {label} {format_stat(stat, digits)}")
+    lines.append(f"  ({CI_NOTE})")
     return "\n".join(lines)

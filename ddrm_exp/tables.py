@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ddrm_exp.metrics.summary import format_stat, mean_ci
+from ddrm_exp.metrics.summary import CI_NOTE, error_bar, format_stat, mean_ci
 
 METRICS = ("psnr", "ssim", "lpips")
 
@@ -86,9 +86,54 @@ def load_records(paths: Iterable[Path]) -> list[Record]:
     return records
 
 
+# Settings a record carries that make two runs different experiments. Per-image outcomes (the
+# kernel an image got, its NFE under a warm start) are left out: they differ within one run.
+_TEMPORAL_SETTINGS = ("name", "warm_start", "t_star", "align", "shared_noise", "kernel_propagation")
+SETTING_LABELS = {"sigma_y": "σ_y", "assumed_sigma_y": "assumed σ_y"}
+
+
+def settings(r: Record) -> dict[str, Any]:
+    """What was set for the run that made ``r``, flattened (``sampler.grad_scale``, ...)."""
+    out: dict[str, Any] = {
+        "task": r.raw.get("task", "image"),
+        "degradation": r.degradation,
+        "model": r.raw.get("model"),
+        "sampler": r.sampler,
+        "sigma_y": r.sigma_y,
+        "assumed_sigma_y": assumed_sigma(r),
+    }
+    out.update({f"sampler.{k}": _hashable(v) for k, v in sorted(r.params.items())})
+    kernel = r.raw.get("kernel") or {}
+    if kernel:
+        out["kernel.assumed"], out["kernel.estimator"] = (
+            kernel.get("assumed"),
+            kernel.get("estimator"),
+        )
+    temporal = r.raw.get("temporal") or {}
+    out.update({f"temporal.{k}": temporal.get(k) for k in _TEMPORAL_SETTINGS if k in temporal})
+    return out
+
+
+def _hashable(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_hashable(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
+    return value
+
+
+def setting_label(key: str, value: Any) -> str:
+    name = SETTING_LABELS.get(key, key.removeprefix("sampler."))
+    return f"{name}={value:g}" if isinstance(value, float) else f"{name}={value}"
+
+
+class MixedSettingsError(ValueError):
+    """A table cell would pool runs made with different settings."""
+
+
 @dataclass
 class Cell:
-    """Statistics of one (method, column) group."""
+    """Statistics of one (method, column) group: runs of one setting only."""
 
     method: str
     column: str
@@ -100,14 +145,103 @@ class Cell:
         return -math.inf if m is None else float(m)
 
 
+@dataclass
+class Grouping:
+    """How :func:`group` kept cells to one setting: what it split on and what it dropped."""
+
+    split_keys: tuple[str, ...] = ()
+    duplicates: int = 0
+
+    def notes(self) -> list[str]:
+        out = []
+        if self.split_keys:
+            names = ", ".join(SETTING_LABELS.get(k, k) for k in self.split_keys)
+            out.append(
+                f"These runs sweep {names} besides the compared settings, so each column is "
+                "split by it (never pooled); paired differences match image, seed and every "
+                "other setting."
+            )
+        if self.duplicates:
+            out.append(
+                f"{self.duplicates} record(s) repeat an image already restored with the same "
+                "settings in another run directory; each image is counted once."
+            )
+        return out
+
+
+def mixed_keys(records: list[Record]) -> dict[str, list[Any]]:
+    """The settings that take more than one value among ``records``, with their values."""
+    values: dict[str, set[Any]] = defaultdict(set)
+    for r in records:
+        for k, v in settings(r).items():
+            values[k].add(v)
+    return {k: sorted(v, key=repr) for k, v in values.items() if len(v) > 1}
+
+
+def _independent(keys: list[str], records: list[Record]) -> list[str]:
+    """``keys`` less those fixed by the ones before them (the assumed σ_y that follows σ_y)."""
+    kept: list[str] = []
+    all_settings = [settings(r) for r in records]
+    for key in keys:
+        seen: dict[tuple[Any, ...], set[Any]] = defaultdict(set)
+        for st in all_settings:
+            seen[tuple(st.get(k) for k in kept)].add(st.get(key))
+        if any(len(v) > 1 for v in seen.values()):
+            kept.append(key)
+    return kept
+
+
 def group(
-    records: list[Record], method_of: Callable[[Record], str], column_of: Callable[[Record], str]
+    records: list[Record],
+    method_of: Callable[[Record], str],
+    column_of: Callable[[Record], str],
+    split: bool = True,
+    grouping: Grouping | None = None,
 ) -> dict[tuple[str, str], Cell]:
+    """Cells of records by (method, column), each made of runs with one setting only.
+
+    A cell whose records differ in a setting (e.g. a σ_y sweep under one degradation) is split:
+    every column gets that setting's value appended (``inpaint_lorem σ_y=0.05``), the same for
+    all methods so their cells still line up. With ``split=False`` (the tables with a fixed
+    layout) such a cell raises :class:`MixedSettingsError` with a message instead.
+    """
+    grouping = grouping if grouping is not None else Grouping()
     buckets: dict[tuple[str, str], list[Record]] = defaultdict(list)
     for r in records:
         buckets[(method_of(r), column_of(r))].append(r)
+    found = {k for recs in buckets.values() for k in mixed_keys(recs)}
+    # In settings() order, so a label names σ_y before the assumed σ_y that follows it.
+    mixed = [k for k in settings(records[0]) if k in found] + sorted(
+        found - set(settings(records[0]))
+    )
+    if mixed and not split:
+        (method, column), recs = next(
+            (key, recs) for key, recs in buckets.items() if mixed_keys(recs)
+        )
+        detail = "; ".join(
+            f"{SETTING_LABELS.get(k, k)} ∈ {{{', '.join(map(str, v))}}}"
+            for k, v in mixed_keys(recs).items()
+        )
+        raise MixedSettingsError(
+            f"The cell ({method}, {column}) would pool runs made with different settings "
+            f"({detail}); its mean would mix experiments. Pass only the run directories of one "
+            "setting, or use --table runs, which splits columns by every swept setting."
+        )
+    mixed = _independent(mixed, records)
+    grouping.split_keys = tuple(mixed)
+    if mixed:
+        buckets = defaultdict(list)
+        for r in records:
+            st = settings(r)
+            column = " ".join([column_of(r), *(setting_label(k, st[k]) for k in mixed)])
+            buckets[(method_of(r), column)].append(r)
     cells = {}
     for (method, column), recs in buckets.items():
+        unique: dict[tuple[int, int], Record] = {}
+        for r in recs:
+            unique.setdefault(r.key, r)
+        grouping.duplicates += len(recs) - len(unique)
+        recs = list(unique.values())
         keys = sorted({k for r in recs for k in r.values})
         stats = {k: mean_ci(r.values.get(k) for r in recs) for k in keys}
         stats["seconds"] = mean_ci(r.seconds for r in recs)
@@ -116,7 +250,11 @@ def group(
 
 
 def paired_difference(a: Cell, b: Cell, metric: str = "psnr") -> dict[str, Any]:
-    """Mean and CI of a − b over the images (index, seed) both cells restored."""
+    """Mean and CI of a − b over the images (index, seed) both cells restored.
+
+    Cells from :func:`group` hold one setting each and cells of one column share every setting
+    outside the compared one, so matching on (index, seed) pairs the same measurement.
+    """
     bv = {r.key: r.values.get(metric) for r in b.records}
     diffs = [
         float(r.values[metric]) - float(bv[r.key])  # type: ignore[arg-type]
@@ -124,6 +262,14 @@ def paired_difference(a: Cell, b: Cell, metric: str = "psnr") -> dict[str, Any]:
         if r.values.get(metric) is not None and bv.get(r.key) is not None
     ]
     return mean_ci(diffs)
+
+
+def images_per_cell(cells: Iterable[Cell]) -> str:
+    """The number of images behind each cell, as a footer states it: "n = 2" or "n = 2–10"."""
+    counts = sorted({len({r.key for r in cell.records}) for cell in cells})
+    if not counts:
+        return "n = 0"
+    return f"n = {counts[0]}" if len(counts) == 1 else f"n = {counts[0]}–{counts[-1]} per cell"
 
 
 # ---- specs ---------------------------------------------------------------------------------
@@ -178,10 +324,11 @@ TABLE1 = TableSpec(
 GENERIC = TableSpec(
     name="runs",
     title="Mean metrics per sampler setting and degradation",
+    # σ_y is not part of the method: a σ_y sweep splits the columns instead, so each column's
+    # H⁺y baseline is that of its own noise level.
     method_of=lambda r: (
         r.sampler
         + "".join(f" {k}={v}" for k, v in sorted(r.params.items()) if k not in ("timesteps",))
-        + f" σ_y={r.sigma_y:g}"
     ),
     column_of=lambda r: r.degradation,
     reference_method="",
@@ -272,7 +419,7 @@ def render_table2(spec: TableSpec, records: list[Record]) -> TableResult:
     def noise_of(r: Record) -> str:
         return NOISE_YES if r.sigma_y > 0 else NOISE_NO
 
-    cells = group(records, assumed_kernel, noise_of)
+    cells = group(records, assumed_kernel, noise_of, split=False)
     kernels = _order({k for k, _ in cells}, KERNEL_LABELS)
     noises = [n for n in (NOISE_YES, NOISE_NO) if any(k[1] == n for k in cells)]
     noise_text = {NOISE_YES: f"{NOISE_YES} (σ_y={','.join(f'{s:g}' for s in noisy)})"}
@@ -354,10 +501,10 @@ def render_table2(spec: TableSpec, records: list[Record]) -> TableResult:
                     "n": stat.get("n"),
                 }
             )
-    n_images = sorted({len({r.key for r in cell.records}) for cell in cells.values()})
     lines += [
         "",
-        f"PSNR in dB, mean ± 95 % CI over {n_images} images per row. NFE/s counts a batched "
+        f"PSNR in dB, mean over the images of each row ({images_per_cell(cells.values())}); "
+        f"{CI_NOTE}. NFE/s counts a batched "
         "network call once and includes the kernel estimation time. H⁺y uses each row's "
         "operator. The report's numbers are from its Table 2 (σ_y = 0.02 for ✓).",
     ]
@@ -366,7 +513,7 @@ def render_table2(spec: TableSpec, records: list[Record]) -> TableResult:
 
 def render_figure8(spec: TableSpec, records: list[Record]) -> TableResult:
     """Report Figure 8: PSNR per assumed σ_y (rows) and assumed kernel (columns)."""
-    cells = group(records, assumed_kernel, lambda r: f"{assumed_sigma(r):g}")
+    cells = group(records, assumed_kernel, lambda r: f"{assumed_sigma(r):g}", split=False)
     kernels = _order({k for k, _ in cells}, FIGURE8_KERNELS)
     sigmas = sorted({assumed_sigma(r) for r in records}, reverse=True)
     labels = {k: KERNEL_LABELS.get(k, k) for k in kernels}
@@ -427,12 +574,12 @@ def render_figure8(spec: TableSpec, records: list[Record]) -> TableResult:
             for k in kernels
         ]
         lines.append("| " + " | ".join([f"{sigma:g}", *texts]) + " |")
-    n_images = sorted({len({r.key for r in cell.records}) for cell in cells.values()})
     added = sorted({r.sigma_y for r in records})
     lines += [
         "",
-        f'PSNR in dB, mean ± 95 % CI over {n_images} images per cell (the report: "total '
-        f'average PSNR"). σ_y is the level DDRM assumes; noise added to the frames: '
+        f"PSNR in dB, mean over the images of each cell ({images_per_cell(cells.values())}; "
+        f'the report: "total average PSNR"); {CI_NOTE}. σ_y is the level DDRM assumes; '
+        "noise added to the frames: "
         f"{', '.join(f'{s:g}' for s in added)}. The last column is the blurry frame's own PSNR.",
     ]
     measurement = _unique_mean(records, "measurement_psnr")
@@ -498,7 +645,7 @@ def _temporal(records: list[Record], key: str) -> dict[str, Any]:
 
 def render_video(spec: TableSpec, records: list[Record]) -> TableResult:
     """Video restoration: each temporal setting against independent frame-by-frame DDRM."""
-    cells = group(records, temporal_mode, lambda r: "all")
+    cells = group(records, temporal_mode, lambda r: "all", split=False)
     modes = sorted({m for m, _ in cells}, key=lambda m: (_rank(m), m))
     reference = next((m for m in modes if m == "independent"), None)
     header = [
@@ -561,7 +708,8 @@ def render_video(spec: TableSpec, records: list[Record]) -> TableResult:
     measured = _unique_mean(records, "measurement_psnr")
     lines += [
         "",
-        "PSNR/SSIM: mean ± 95 % CI over frames; ΔPSNR: paired over the same frames. Flicker: "
+        f"PSNR/SSIM: mean over frames ({images_per_cell(cells.values())}); {CI_NOTE}. ΔPSNR: "
+        "paired over the same frames. Flicker: "
         "mean |(x̂_k − x̂_{k−1}) − (x_k − x_{k−1})| over consecutive frames ([0, 1] units). "
         "Warping error: mean squared difference between x̂_k and x̂_{k−1} warped by the sharp "
         "frames' Farnebäck flow, non-occluded pixels (Lai et al. 2018); the sharp frames' own: "
@@ -614,9 +762,14 @@ class TableResult:
 def build_table(spec: TableSpec, records: list[Record]) -> TableResult:
     if spec.render is not None:
         return spec.render(spec, records)
-    cells = group(records, spec.method_of, spec.column_of)
-    columns = [c for c in spec.column_order if any(k[1] == c for k in cells)]
-    columns += sorted({k[1] for k in cells} - set(columns))
+    grouping = Grouping()
+    cells = group(records, spec.method_of, spec.column_of, grouping=grouping)
+    order = {c: i for i, c in enumerate(spec.column_order)}
+    # A split column ("inpaint_lorem σ_y=0.05") sorts with the column it was split from.
+    columns = sorted(
+        {k[1] for k in cells},
+        key=lambda c: (order.get(c.split(" ")[0], len(order)), c.split(" ")[0], c),
+    )
     methods = sorted({k[0] for k in cells})
     rows: list[dict[str, Any]] = []
     curves: dict[str, list[tuple[float, dict[str, Any]]]] = defaultdict(list)
@@ -650,7 +803,8 @@ def build_table(spec: TableSpec, records: list[Record]) -> TableResult:
                     best[column] = cell
             else:
                 add_row(method, column, cell)
-        curves[column].sort()
+        if column in curves:
+            curves[column].sort()
 
     lines = [f"## {spec.title}", ""]
     plain_methods = [m for m in methods if not (swept and m.startswith(swept + "@"))]
@@ -705,8 +859,12 @@ def build_table(spec: TableSpec, records: list[Record]) -> TableResult:
                 (ref_cells[c] or Cell("", "", {}, [])).stats.get("baseline_psnr")
             ),
         )
-    n_images = {len({r.key for r in cell.records}) for cell in cells.values()}
-    lines += ["", f"PSNR in dB, mean ± 95 % CI over {sorted(n_images)} images per cell."]
+    lines += [
+        "",
+        f"PSNR in dB, mean over the images of each cell ({images_per_cell(cells.values())}); "
+        f"{CI_NOTE}.",
+        *grouping.notes(),
+    ]
     if swept and curves:
         lines += ["", f"### {swept}: PSNR against {spec.sweep_label}", ""]
         values = sorted({v for curve in curves.values() for v, _ in curve})
@@ -731,6 +889,15 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
         writer.writerows(rows)
 
 
+BAR_LABEL = "PSNR (dB); bars: 95 % CI, cut at min/max"
+
+
+def _bars(curve: list[tuple[float, dict[str, Any]]]) -> list[list[float]]:
+    """Asymmetric error bars (a 2 × N list) for matplotlib, clipped to the data's range."""
+    pairs = [error_bar(s["psnr"]) for _, s in curve]
+    return [[lo for lo, _ in pairs], [hi for _, hi in pairs]]
+
+
 def plot_curves(
     result: TableResult, spec: TableSpec, records: list[Record], path: Path
 ) -> Path | None:
@@ -739,8 +906,8 @@ def plot_curves(
     A self-rendered table (Figure 8) draws its curves, the report's as dotted lines of the same
     colour, and its horizontal reference lines (the measurement's own PSNR) dashed in black.
     """
-    if not result.curves:
-        return None
+    if not any(result.curves.values()) or (spec.render is None and not spec.swept_method):
+        return None  # nothing was swept: no curve to draw
     import matplotlib
 
     matplotlib.use("Agg")
@@ -751,7 +918,7 @@ def plot_curves(
         for i, (label, curve) in enumerate(sorted(result.curves.items())):
             xs = [v for v, _ in curve]
             ys = [s["psnr"]["mean"] for _, s in curve]
-            es = [s["psnr"]["ci95"] or 0.0 for _, s in curve]
+            es = _bars(curve)
             ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, color=f"C{i}", label=label)
             rep = result.report_curves.get(label)
             if rep:
@@ -759,7 +926,7 @@ def plot_curves(
         for label, value in result.hlines.items():
             ax.axhline(value, color="k", linestyle="--", linewidth=1, label=label)
         ax.set_xlabel(spec.sweep_label)
-        ax.set_ylabel("PSNR (dB)")
+        ax.set_ylabel(BAR_LABEL)
         note = " (report: dotted)" if result.report_curves else ""
         ax.set_title(spec.title.split(" — ")[0] + note)
         ax.legend(fontsize="small")
@@ -773,14 +940,14 @@ def plot_curves(
     for i, (column, curve) in enumerate(sorted(result.curves.items())):
         xs = [v for v, _ in curve]
         ys = [s["psnr"]["mean"] for _, s in curve]
-        es = [s["psnr"]["ci95"] or 0.0 for _, s in curve]
+        es = _bars(curve)
         color = f"C{i}"
         ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, color=color, label=column)
         cell = ref.get((spec.reference_method, column))
         if cell is not None:
             ax.axhline(cell.mean(), color=color, linestyle="--", linewidth=1)
     ax.set_xlabel(spec.sweep_label)
-    ax.set_ylabel("PSNR (dB)")
+    ax.set_ylabel(BAR_LABEL)
     ax.set_title(f"{spec.swept_method} vs {spec.reference_method} (dashed)")
     ax.legend()
     fig.tight_layout()

@@ -8,7 +8,9 @@
 Reads every run directory under the given paths (any directory holding results.jsonl), groups
 the per-image results, and writes ``<table>.md``, ``<table>.csv`` and, for swept methods,
 ``<table>_curve.png`` (Figure 8: PSNR against the assumed σ_y per assumed kernel) into
-``--out`` (default: ``<first DIR>/tables``). ``--wandb`` also logs the
+``--out`` (default: ``<first DIR>/tables``). Runs that sweep a setting besides the compared
+one (e.g. σ_y) are never pooled: ``--table runs`` and Table 1 split their columns by it, the
+fixed-layout tables refuse with a message (exit 2). ``--wandb`` also logs the
 table and plot to the wandb group of the runs (from their ``wandb_run.json``).
 """
 
@@ -21,6 +23,7 @@ from pathlib import Path
 
 from ddrm_exp.tables import (
     SPECS,
+    MixedSettingsError,
     auto_table,
     build_table,
     find_run_dirs,
@@ -84,7 +87,11 @@ def main() -> None:
     if name == "auto":
         name = auto_table(records)
     spec = SPECS[name]
-    result = build_table(spec, records)
+    try:
+        result = build_table(spec, records)
+    except MixedSettingsError as exc:
+        print(f"make_tables: error: {exc}", file=sys.stderr)
+        sys.exit(2)
     out = args.out or (args.dirs[0] / "tables")
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.md").write_text(result.markdown + "\n")

@@ -21,7 +21,7 @@ from ddrm_exp.datasets.bsd_mini import write_mini_bsd
 from ddrm_exp.errors import ConfigError
 from ddrm_exp.models.gaussian import build_gaussian_prior
 from ddrm_exp.paths import CONF_DIR
-from ddrm_exp.runner import RunContext, run
+from ddrm_exp.runner import RunContext, format_summary, run
 from ddrm_exp.samplers import DDRM, WarmStart
 from ddrm_exp.tracking.video import read_video
 from ddrm_exp.video.state import state_path
@@ -146,6 +146,14 @@ def test_warm_start_uses_fewer_nfe(bsd_root: Path, tmp_path: Path) -> None:
     assert {r["nfe"] for r in later} == {2}  # t = 200, 0
     assert all(r["temporal"]["warm_started"] for r in later)
     assert summary["temporal"]["nfe_per_frame"] == pytest.approx((5 + 2 * (FRAMES - 1)) / FRAMES)
+    # The headline NFE is the true mean per frame (5, 2, 2, 2 -> 2.75), not the first frame's.
+    assert summary["nfe"] == pytest.approx(2.75)
+    # NFE/s counts each batched call once: 2 frames per batch here.
+    batch_nfe = sum(r["nfe"] / r["batch_size"] for r in recs)
+    assert summary["nfe_per_s"] == pytest.approx(batch_nfe / sum(r["seconds"] for r in recs))
+    text = format_summary(summary)
+    assert "2.75 NFE per frame (mean)" in text
+    assert "flicker" in text and "warping error" in text and "95 % confidence interval" in text
 
 
 def test_static_sequence_with_shared_noise_does_not_flicker(

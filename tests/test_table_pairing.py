@@ -1,0 +1,159 @@
+"""Tables never pool runs of different settings, and their numbers match hand-computed ones."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ddrm_exp.metrics.summary import error_bar, format_stat, mean_ci
+from ddrm_exp.tables import (
+    FIGURE8,
+    GENERIC,
+    TABLE1,
+    MixedSettingsError,
+    Record,
+    build_table,
+    plot_curves,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# PSNR of DDRM (MCG with α = 0) and of DDRM+MCG α = 1 on images 0 and 1, at σ_y = 0 and 0.05.
+# Per-image MCG − DDRM: σ_y=0: 2.14, 1.56 (mean 1.85); σ_y=0.05: 0.92, 0.77 (mean 0.845).
+PSNR = {
+    (0.0, 0.0, 0): 20.00,
+    (0.0, 0.0, 1): 22.00,
+    (0.0, 1.0, 0): 22.14,
+    (0.0, 1.0, 1): 23.56,
+    (0.05, 0.0, 0): 18.00,
+    (0.05, 0.0, 1): 19.50,
+    (0.05, 1.0, 0): 18.92,
+    (0.05, 1.0, 1): 20.27,
+}
+
+
+def _record(sigma: float, alpha: float, index: int, psnr: float, **raw: Any) -> Record:
+    return Record(
+        run_dir=Path(f"run_{sigma}_{alpha}"),
+        degradation="inpaint_lorem",
+        sampler="mcg",
+        params={"timesteps": 5, "grad_scale": alpha},
+        sigma_y=sigma,
+        index=index,
+        seed=0,
+        values={"psnr": psnr, "baseline_psnr": 10.0 + 100 * sigma + index},
+        seconds=1.0,
+        nfe=5,
+        raw={"assumed_sigma_y": sigma, "batch_size": 2, **raw},
+    )
+
+
+def _sweep() -> list[Record]:
+    return [_record(s, a, i, v) for (s, a, i), v in PSNR.items()]
+
+
+def _diff_row(result: Any, column: str) -> dict[str, Any]:
+    return next(r for r in result.rows if r["method"] == "DDRM+MCG" and r["column"] == column)
+
+
+def test_table1_splits_a_sigma_sweep_and_pairs_within_each_level() -> None:
+    result = build_table(TABLE1, _sweep())
+    zero, noisy = (
+        _diff_row(result, "inpaint_lorem σ_y=0"),
+        _diff_row(result, "inpaint_lorem σ_y=0.05"),
+    )
+    assert zero["diff_psnr_mean"] == pytest.approx((2.14 + 1.56) / 2)
+    assert noisy["diff_psnr_mean"] == pytest.approx((0.92 + 0.77) / 2)
+    assert zero["n"] == noisy["n"] == 2
+    ddrm = [r for r in result.rows if r["method"] == "DDRM"]
+    assert sorted(r["psnr_mean"] for r in ddrm) == pytest.approx([18.75, 21.0])
+    text = result.markdown
+    assert "| method | inpaint_lorem σ_y=0 | inpaint_lorem σ_y=0.05 |" in text
+    assert "1.85 (n=2: 2.14, 1.56)" in text and "0.85 (n=2: 0.92, 0.77)" in text
+    assert "(n = 2)" in text and "split by it" in text
+    # H⁺y baseline per σ_y, not one value for both levels
+    hpy = next(line for line in text.splitlines() if line.startswith("| H⁺y"))
+    assert "10.50" in hpy and "15.50" in hpy
+
+
+def test_table1_over_one_level_is_unsplit_and_repeated_runs_count_once() -> None:
+    records = [r for r in _sweep() if r.sigma_y == 0.0]
+    result = build_table(TABLE1, records + records)  # the same sweep passed twice
+    assert _diff_row(result, "inpaint_lorem")["diff_psnr_mean"] == pytest.approx(1.85)
+    assert _diff_row(result, "inpaint_lorem")["n"] == 2
+    assert "counted once" in result.markdown and "split" not in result.markdown
+
+
+def test_generic_table_splits_sigma_and_draws_no_empty_curve(tmp_path: Path) -> None:
+    records = [r for r in _sweep() if r.params["grad_scale"] == 0.0]
+    result = build_table(GENERIC, records)
+    assert {r["column"] for r in result.rows} == {"inpaint_lorem σ_y=0", "inpaint_lorem σ_y=0.05"}
+    hpy = next(line for line in result.markdown.splitlines() if line.startswith("| H⁺y"))
+    assert "10.50" in hpy and "15.50" in hpy
+    assert not result.curves
+    assert plot_curves(result, GENERIC, records, tmp_path / "runs_curve.png") is None
+    assert not (tmp_path / "runs_curve.png").exists()
+
+
+def test_fixed_layout_table_refuses_a_mixed_cell() -> None:
+    kernel = {"assumed": "gauss", "ncc": None, "estimation_seconds": 0.0}
+    records = [_record(0.0, 0.0, i, 20.0, kernel=kernel) for i in range(2)] + [
+        Record(**{**r.__dict__, "params": {**r.params, "timesteps": 20}, "index": r.index})
+        for r in [_record(0.0, 0.0, i, 21.0, kernel=kernel) for i in range(2)]
+    ]
+    with pytest.raises(MixedSettingsError, match="timesteps"):
+        build_table(FIGURE8, records)
+
+
+def test_make_tables_exits_2_on_a_mixed_cell(tmp_path: Path) -> None:
+    import json
+
+    for t, psnr in ((5, 20.0), (20, 21.0)):
+        run = tmp_path / f"t{t}"
+        run.mkdir()
+        line = {
+            "index": 0,
+            "name": "a",
+            "degradation": "blur_estimated",
+            "sampler": "ddrm",
+            "sampler_params": {"timesteps": t},
+            "sigma_y": 0.0,
+            "seed": 0,
+            "nfe": t,
+            "seconds": 1.0,
+            "restored": {"psnr": psnr},
+            "kernel": {"assumed": "gauss", "ncc": None},
+        }
+        (run / "results.jsonl").write_text(json.dumps(line) + "\n")
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "make_tables.py"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 2
+    assert "different settings" in out.stderr and "timesteps" in out.stderr
+
+
+def test_format_stat_says_what_the_spread_is() -> None:
+    assert format_stat(mean_ci([0.2, 1.0])) == "0.60 (n=2: 0.20, 1.00)"
+    assert format_stat(mean_ci([3.0])) == "3.00 (n=1)"
+    five = mean_ci([1.0, 2.0, 3.0, 4.0, 5.0])
+    # t(0.975, 4) = 2.7764; s = sqrt(2.5); half-width = 2.7764 * 1.5811 / sqrt(5) = 1.963
+    assert format_stat(five) == "3.00 ± 1.96 (n=5)"
+    assert format_stat({"mean": 1.0, "ci95": 0.5}) == "1.00"  # no n: no claim about spread
+    assert format_stat(None) == "–"
+
+
+def test_error_bars_are_clipped_to_the_values() -> None:
+    stat = mean_ci([-5.0, 5.0, 6.0])  # CI half-width ~ 15: far beyond the values
+    below, above = error_bar(stat)
+    assert stat["mean"] - below == pytest.approx(-5.0)
+    assert stat["mean"] + above == pytest.approx(6.0)
+    assert error_bar(mean_ci([1.0])) == (0.0, 0.0)
+    assert math.isclose(sum(error_bar(mean_ci([1.0, 1.0]))), 0.0)
