@@ -54,8 +54,10 @@ def _context(cfg: DictConfig):  # noqa: ANN202 - returns runner.RunContext, impo
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> None:
     try:
+        from ddrm_exp.run_header import apply_threads
         from ddrm_exp.runner import format_summary, run
 
+        apply_threads(cfg)
         ctx = _context(cfg)
         summary = run(cfg, ctx)
     except ConfigError as exc:

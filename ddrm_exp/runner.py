@@ -28,8 +28,10 @@ from ddrm_exp.metrics.image import LPIPSMetric, psnr, ssim
 from ddrm_exp.metrics.summary import CI_NOTE, format_stat, mean_ci
 from ddrm_exp.models.acceleration import Acceleration, accelerate, check_supported
 from ddrm_exp.models.base import DiffusionPrior
+from ddrm_exp.run_header import log_header
 from ddrm_exp.samplers.ddrm import draw_noise
-from ddrm_exp.tracking.files import save_grid, save_png, write_json_atomic, write_text_atomic
+from ddrm_exp.tracking import figures
+from ddrm_exp.tracking.files import save_png, write_json_atomic, write_text_atomic
 from ddrm_exp.tracking.resume import (
     GRID_NAME,
     SUMMARY_NAME,
@@ -252,6 +254,8 @@ def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
             )
             return done
 
+    if shard.is_main:
+        log_header(cfg, choices, device, s)
     prior = s.load_prior(cfg)
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -265,7 +269,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
     tracker = build_tracker(cfg, ctx)
     seed = int(cfg.seed)
     grid_max = int(cfg.grid_max_images)
-    grid_rows: dict[int, list[Tensor]] = {}
+    grid_rows: dict[int, figures.GridRow] = {}
     computed: list[int] = []
     loader = DataLoader(Subset(dataset, todo), batch_size=int(cfg.batch_size), shuffle=False)
     desc = f"{ctx.job_name} {sampler.name}"
@@ -305,9 +309,15 @@ def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
                     paths = image_paths(out_dir, index, name)
                     for kind, img in zip(IMAGE_KINDS, (x[j], baseline[j], x_hat[j]), strict=True):
                         save_png(img, paths[kind])
+                if cfg.save_images and plan is None:  # a blind plan saves its own
+                    where = blind.measurement_png_path(out_dir, index, name)
+                    figures.save_measurement(batch_op, y[j], x.shape[1:], where)
                 # Indices arrive in increasing order, so these are this shard's first images.
                 if len(grid_rows) < grid_max:
-                    grid_rows[index] = [x[j].cpu(), baseline[j].cpu(), x_hat[j].cpu()]
+                    psnrs = {"pinv": baseline_m[j]["psnr"], "restored": restored_m[j]["psnr"]}
+                    grid_rows[index] = figures.grid_row(
+                        name, batch_op, y[j], x[j], baseline[j], x_hat[j], psnrs
+                    )
                 record = {
                     "index": index,
                     "name": name,
@@ -374,7 +384,7 @@ def finish(
     cfg: DictConfig,
     ctx: RunContext,
     results: RunResults,
-    shares: list[tuple[list[int], dict[int, list[Tensor]]]],
+    shares: list[tuple[list[int], dict[int, figures.GridRow]]],
     num_images: int,
     tracker: Tracker,
     sampler_name: str,
@@ -390,9 +400,8 @@ def finish(
             paths = image_paths(out_dir, index, record["name"]) if cfg.save_images else {}
             tracker.log_result(record, paths)
     rows = {i: row for _, grid_rows in shares for i, row in grid_rows.items()}
-    grid = [rows[i] for i in sorted(rows)[: int(cfg.grid_max_images)]]
     grid_path = out_dir / GRID_NAME
-    save_grid(grid, grid_path)
+    grid = figures.write_run_grid(out_dir, merged, rows, int(cfg.grid_max_images), grid_path)
     records = [merged[i] for i in range(num_images) if i in merged]
     missing = num_images - len(records)
     if missing:

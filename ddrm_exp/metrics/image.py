@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -35,12 +36,24 @@ def ssim(x: Tensor, ref: Tensor) -> list[float]:
     ]
 
 
+# What a process has already been told about LPIPS: a multirun's jobs share one process.
+_TOLD: set[str] = set()
+
+
+def alexnet_cache_path() -> tuple[Path, str]:
+    """Where torchvision looks for the AlexNet weights LPIPS needs, and their download URL."""
+    from torchvision.models import AlexNet_Weights
+
+    url = AlexNet_Weights.IMAGENET1K_V1.url
+    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[1], url
+
+
 class LPIPSMetric:
     """LPIPS with the AlexNet backbone, or ``None`` values when it cannot be loaded.
 
     The lpips package ships its linear heads, but the AlexNet backbone comes from torchvision's
-    download cache. Offline and with an empty cache that download fails: we say so once and
-    record LPIPS as null instead of stopping the run.
+    hub cache. Nothing is downloaded at run time: without the file we say once per process
+    where to put it (and how to turn LPIPS off) and record LPIPS as null.
     """
 
     def __init__(self, device: torch.device, enabled: bool = True) -> None:
@@ -50,6 +63,17 @@ class LPIPSMetric:
         if not enabled:
             self.reason = "disabled by metrics.lpips=false"
             return
+        path, url = alexnet_cache_path()
+        if not path.is_file():
+            # Checked here, not left to torchvision: it would print "Downloading: ..." and try
+            # the network on every run.
+            self.reason = (
+                f"LPIPS off: its AlexNet backbone is not at {path}. Download {url} to that path "
+                "(TORCH_HOME moves it) to get LPIPS, or set metrics.lpips=false to skip it "
+                "without this message. Recording lpips as null."
+            )
+            self._tell(self.reason)
+            return
         try:
             import lpips  # imported lazily: it is slow and prints on import
 
@@ -57,12 +81,18 @@ class LPIPSMetric:
                 # lpips calls torchvision's deprecated `pretrained=` API; not ours to fix
                 warnings.simplefilter("ignore", UserWarning)
                 self.model = lpips.LPIPS(net="alex", verbose=False).to(device).eval()
-        except Exception as exc:  # offline, no cached backbone, or any load failure
+        except Exception as exc:  # a corrupt file, or any other load failure
             self.reason = (
-                f"LPIPS unavailable ({type(exc).__name__}: {exc}); its AlexNet backbone must be "
-                "in torch's hub cache (run once with network access). Recording lpips as null."
+                f"LPIPS unavailable ({type(exc).__name__}: {exc}); check {path} or set "
+                "metrics.lpips=false. Recording lpips as null."
             )
-            log.warning(self.reason)
+            self._tell(self.reason)
+
+    @staticmethod
+    def _tell(message: str) -> None:
+        if message not in _TOLD:
+            _TOLD.add(message)
+            log.warning(message)
 
     @property
     def available(self) -> bool:

@@ -35,6 +35,7 @@ _NEUTRAL = (
     "paths",
     "logger",
     "device",
+    "threads",  # CPU threads: how fast a run goes, not what it computes
     "batch_size",
     "save_images",
     "grid_max_images",

@@ -6,7 +6,8 @@ not grow with the sequence length: what a frame passes on lives in ``state/`` on
 video is encoded at the end of a sequence from the side-by-side frames saved as it went.
 
 Outputs, beside the image runner's (``results.jsonl`` with one line per frame, ``summary.json``,
-``images/``): ``frames/<sequence>/<position>.png`` (blurry | restored | sharp),
+``images/``): ``frames/<sequence>/<position>.png`` (blurry | restored | sharp, titled, with
+the frame's PSNR),
 ``videos/<sequence>.mp4`` (a GIF where no encoder is available) and, in the summary,
 ``temporal`` (flicker, warping error, NFE per frame) and ``sequences`` (one summary each).
 """
@@ -28,10 +29,12 @@ from torch import Tensor
 from torch.utils.data import default_collate
 
 from ddrm_exp import distributed
+from ddrm_exp.blind import measurement_png_path
 from ddrm_exp.errors import ConfigError
 from ddrm_exp.metrics.summary import mean_ci
 from ddrm_exp.metrics.temporal import flicker, sequence_flows, warping_error
 from ddrm_exp.models.base import DiffusionPrior
+from ddrm_exp.run_header import log_header
 from ddrm_exp.runner import (
     IMAGE_KINDS,
     STREAM_MEASUREMENT,
@@ -47,10 +50,11 @@ from ddrm_exp.runner import (
     setup,
 )
 from ddrm_exp.samplers.ddrm import WarmStart, timestep_sequence, warm_schedule
-from ddrm_exp.tracking.files import save_grid, save_png, write_json_atomic, write_text_atomic
+from ddrm_exp.tracking import figures
+from ddrm_exp.tracking.files import save_png, write_json_atomic, write_text_atomic
 from ddrm_exp.tracking.resume import GRID_NAME, SUMMARY_NAME, complete_summary
 from ddrm_exp.tracking.trackers import Tracker
-from ddrm_exp.tracking.video import side_by_side, write_video
+from ddrm_exp.tracking.video import write_video
 from ddrm_exp.video.sequences import VideoSequence, group_sequences
 from ddrm_exp.video.state import FrameState, load_state, save_state
 from ddrm_exp.video.temporal import TemporalSettings, align_previous
@@ -110,7 +114,7 @@ class VideoRun:
         self.fps = fps
         self.seed = int(cfg.seed)
         self.metrics = Metrics(cfg, s.device)
-        self.grid_rows: dict[int, list[Tensor]] = {}
+        self.grid_rows: dict[int, figures.GridRow] = {}
 
     # ---- one batch of frames (one per sequence) -------------------------------------------
     def restore(
@@ -193,12 +197,22 @@ class VideoRun:
                 for kind, img in zip(IMAGE_KINDS, (x[j], baseline[j], x_hat[j]), strict=True):
                     save_png(img, paths[kind])
             blurry = guide[j].detach().cpu().float()
-            panel = side_by_side(blurry, restored, sharp)
+            shown = figures.GridRow(
+                f"{seq.name} frame {seq.frames[pos]}",
+                {"measurement": blurry, "restored": restored, "original": sharp},
+                {"restored": restored_m[j]["psnr"]},
+            )
             path = panel_path(self.out_dir, seq.name, pos)
             path.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(panel).save(path)
+            Image.fromarray(figures.panel(shown)).save(path)
+            if cfg.save_images and plan is None:  # a blind plan saves its own
+                where = measurement_png_path(self.out_dir, index, name)
+                figures.save_measurement(batch_op, y[j], x.shape[1:], where)
             if len(self.grid_rows) < int(cfg.grid_max_images):
-                self.grid_rows[index] = [x[j].cpu(), baseline[j].cpu(), x_hat[j].cpu()]
+                psnrs = {"pinv": baseline_m[j]["psnr"], "restored": restored_m[j]["psnr"]}
+                self.grid_rows[index] = figures.grid_row(
+                    name, batch_op, y[j], x[j], baseline[j], x_hat[j], psnrs
+                )
             pair: dict[str, float | None] = {
                 "flicker": None,
                 "warping_error": None,
@@ -347,6 +361,7 @@ def run_video(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
             log.info("skipping job: summary.json complete in %s", out_dir)
             return done
 
+    log_header(cfg, choices, s.device, s)
     prior = s.load_prior(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
     if cfg.overwrite:
@@ -402,8 +417,9 @@ def run_video(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
             raise RuntimeError(f"{missing} of {len(s.dataset)} frames have no result in {out_dir}.")
         seq_summaries = [job.finish_sequence(seq, merged, tracker) for seq in sequences]
         write_json_atomic(out_dir / SEQUENCES_NAME, seq_summaries)
-        grid = [job.grid_rows[i] for i in sorted(job.grid_rows)]
-        save_grid(grid, out_dir / GRID_NAME)
+        grid = figures.write_run_grid(
+            out_dir, merged, job.grid_rows, int(cfg.grid_max_images), out_dir / GRID_NAME
+        )
         records = [merged[i] for i in sorted(merged)]
         summary = build_summary(
             cfg, records, choices, s.sampler.name, lpips_note=job.metrics.lpips.reason
