@@ -124,7 +124,7 @@ class WandbTracker:
             "results": self._wandb.Table(columns=list(self.TABLE_COLUMNS), data=self.table_rows)
         }
         if self.log_images and grid_path is not None and grid_path.exists():
-            payload["grid"] = self._wandb.Image(str(grid_path), caption="original | H+y | restored")
+            payload["grid"] = self._wandb.Image(str(grid_path), caption="titled columns")
         if self.images:
             payload["restorations"] = self.images
         self.run.log(payload)
