@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
+from PIL import Image
 from safetensors.torch import save_file
 from tqdm import tqdm
 
@@ -118,6 +119,48 @@ class CropSampler:
         return torch.cat(out)
 
 
+def corpus_photos(corpus: Path) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The ``train`` pictures of a corpus built by ``scripts/build_corpus.py``: (colour, grey).
+
+    Only the manifest's ``train`` split is read: its ``val`` and ``test`` pictures (and the
+    test-only sources) never reach training.
+    """
+    manifest_path = corpus / "manifest.json"
+    if not manifest_path.is_file():
+        raise ConfigError(
+            f"data.corpus={corpus} has no manifest.json; build it with "
+            f"'python scripts/build_corpus.py --out {corpus}'."
+        )
+    manifest = json.loads(manifest_path.read_text())
+    colour: list[np.ndarray] = []
+    gray: list[np.ndarray] = []
+    for entry in manifest["pictures"]:
+        if entry["split"] != "train":
+            continue
+        with Image.open(corpus / entry["stored"]) as img:
+            arr = np.asarray(img.convert("RGB"), dtype=np.uint8)
+        (gray if entry["gray"] else colour).append(arr)
+    if not colour:
+        raise ConfigError(f"The corpus {corpus} has no colour training pictures.")
+    return colour, gray
+
+
+def training_photos(data: DictConfig) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(colour, grey) training photos: a built corpus, or the scikit-image sample splits."""
+    if data.get("corpus"):
+        return corpus_photos(Path(str(data.corpus)))
+    for key in ("split", "gray_split"):
+        if data.get(key) in ("heldout", "all"):
+            raise ConfigError(
+                f"data.{key}={data.get(key)} would train on the held-out evaluation photos; "
+                "use train (and train_gray)."
+            )
+    photos = [p for _, p in load_sample_photos(data.split)]
+    gray_split = data.get("gray_split")
+    gray = [p for _, p in load_sample_photos(gray_split)] if gray_split else []
+    return photos, gray
+
+
 def rotate_hue(images: torch.Tensor, angle: float) -> torch.Tensor:
     """Rotate RGB images (B, 3, H, W) about the grey axis (1, 1, 1) by ``angle`` radians.
 
@@ -151,6 +194,23 @@ def export_ema(ema: DDPMUNet, path: Path, meta: dict[str, str]) -> None:
     os.replace(tmp, path)
 
 
+def export_meta(cfg: DictConfig, step: int, elapsed: float, prediction: str) -> dict[str, str]:
+    data = cfg.data
+    source = (
+        f"corpus {data.corpus} (train split)"
+        if data.get("corpus")
+        else f"scikit-image sample photos, split={data.split}"
+    )
+    return {
+        "model": str(cfg.model.name),
+        "steps": str(step),
+        "train_seconds": f"{elapsed:.0f}",
+        "data": source,
+        "network": json.dumps(OmegaConf.to_container(cfg.model.network, resolve=True)),
+        "prediction": prediction,
+    }
+
+
 def train(cfg: DictConfig) -> None:
     model_cfg = cfg.model
     if model_cfg.get("arch") != "ddpm":
@@ -159,12 +219,6 @@ def train(cfg: DictConfig) -> None:
         )
     size = int(model_cfg.image_size)
     tc = cfg.train
-    for key in ("split", "gray_split"):
-        if cfg.data.get(key) in ("heldout", "all"):
-            raise ConfigError(
-                f"data.{key}={cfg.data.get(key)} would train on the held-out evaluation photos; "
-                "use train (and train_gray)."
-            )
     device = resolve_device(cfg.device)
     if tc.threads:
         torch.set_num_threads(int(tc.threads))
@@ -180,9 +234,7 @@ def train(cfg: DictConfig) -> None:
     opt = torch.optim.AdamW(net.parameters(), lr=float(tc.lr), weight_decay=0.0)
     schedule = Schedule.linear()
     abar = schedule.alphas_cumprod.float().to(device)
-    photos = [p for _, p in load_sample_photos(cfg.data.split)]
-    gray_split = cfg.data.get("gray_split")
-    gray = [p for _, p in load_sample_photos(gray_split)] if gray_split else []
+    photos, gray = training_photos(cfg.data)
     crops = CropSampler(
         photos,
         size,
@@ -308,6 +360,11 @@ def train(cfg: DictConfig) -> None:
                 )
                 loss_log.flush()
                 losses.clear()
+            snapshot_every = tc.get("snapshot_every")
+            if snapshot_every and step % int(snapshot_every) == 0:
+                # EMA snapshots to choose from on the validation split (scripts/prior_quality.py)
+                export_ema(ema, out_dir / "snapshots" / f"ema_{step:06d}.safetensors",
+                           export_meta(cfg, step, elapsed, prediction))
             if (
                 step % int(tc.ckpt_every) == 0
                 or step == total
@@ -318,15 +375,7 @@ def train(cfg: DictConfig) -> None:
     bar.close()
     save_state()
     if cfg.export:
-        meta = {
-            "model": str(model_cfg.name),
-            "steps": str(step),
-            "train_seconds": f"{elapsed:.0f}",
-            "data": f"scikit-image sample photos, split={cfg.data.split}",
-            "network": json.dumps(OmegaConf.to_container(model_cfg.network, resolve=True)),
-            "prediction": prediction,
-        }
-        export_ema(ema, Path(cfg.export), meta)
+        export_ema(ema, Path(cfg.export), export_meta(cfg, step, elapsed, prediction))
         log.info("exported EMA weights to %s", cfg.export)
 
 
