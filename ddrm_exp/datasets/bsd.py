@@ -45,7 +45,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ddrm_exp.datasets.base import IMAGE_EXTENSIONS, subset_range
+from ddrm_exp.datasets.base import IMAGE_EXTENSIONS, file_digest, subset_range
 from ddrm_exp.datasets.transforms import (
     Size,
     as_size,
@@ -338,6 +338,13 @@ class _BSDFrames(Dataset[dict[str, Any]]):
 
     def __len__(self) -> int:
         return len(self.frames)
+
+    def input_ids(self) -> list[str]:
+        """A content hash of each frame's Sharp file (and its Blur file, when it has one)."""
+        return [
+            file_digest(f.sharp) + ("" if f.blur is None else "+" + file_digest(f.blur))
+            for f in self.frames
+        ]
 
     def _position(self, index: int) -> int:
         if index < 0:

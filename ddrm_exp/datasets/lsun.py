@@ -161,6 +161,13 @@ class LSUNDataset(Dataset[dict[str, Any]]):
             return len(self._files)
         return len(self._indices)
 
+    def input_ids(self) -> list[str | None]:
+        """Content hashes of the folder format's files; the LMDB keys (the names) identify the
+        LMDB format's images on their own."""
+        if self._files is not None:
+            return list(self._files.input_ids())
+        return [None] * len(self)
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         if self._files is not None:
             return self._files[index]
