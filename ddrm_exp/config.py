@@ -66,7 +66,17 @@ def validate(cfg: DictConfig) -> None:
         if not ok:
             problems.append(message)
 
-    check(_is_int(cfg.get("seed")), f"seed must be an integer, got {cfg.get('seed')!r}")
+    seed = cfg.get("seed")
+    # Per-image noise is seeded by numpy's SeedSequence, which takes non-negative integers only.
+    check(
+        _is_int(seed) and 0 <= seed < 2**63,
+        f"seed must be an integer in 0..2**63-1, got {seed!r}",
+    )
+    grid_max = cfg.get("grid_max_images")
+    check(
+        _is_int(grid_max) and grid_max >= 0,
+        f"grid_max_images must be an integer >= 0 (0: no grid), got {grid_max!r}",
+    )
     device = cfg.get("device")
     check(
         isinstance(device, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", device) is not None,

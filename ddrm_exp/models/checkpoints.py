@@ -575,7 +575,9 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
                 f"The weights file {path} could not be read: it is corrupt, incomplete, or not a "
                 f"PyTorch checkpoint ({detail}). Delete it and download it again."
             ) from exc
-        except (EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        # Random bytes reach the legacy unpickler, which fails in its own ways (IndexError: pop
+        # from empty list, KeyError on an unknown opcode).
+        except (EOFError, zipfile.BadZipFile, ValueError, OSError, IndexError, KeyError) as exc:
             raise ConfigError(
                 f"The weights file {path} could not be read: it is corrupt or incomplete "
                 f"({type(exc).__name__}: {exc}). Delete it and download it again."
