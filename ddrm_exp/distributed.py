@@ -37,6 +37,7 @@ from ddrm_exp.tracking.resume import (
     RESULTS_NAME,
     clear_outputs,
     matches,
+    purge_other_settings,
     rank_results_name,
     results_files,
 )
@@ -209,17 +210,25 @@ class RunResults:
     def open(cls, out_dir: Path, shard: Shard, fingerprint: str, overwrite: bool) -> RunResults:
         """Prepare the directory on rank 0, then read it on every rank.
 
+        Preparing drops the files of other settings (:func:`purge_other_settings`), or, with
+        ``overwrite``, all results. The caller holds the run directory's lock.
+
         The barriers keep any rank from reading a file rank 0 is deleting, or appending to its
         own file while another rank is still reading it.
         """
+        purged: set[int] = set()
         if shard.is_main:
             if overwrite:
                 for path in clear_outputs(out_dir):
                     log.info("overwrite=true: removed %s", path)
+            else:
+                purged = purge_other_settings(out_dir, fingerprint)
             for folder in (out_dir, out_dir / "images"):
                 remove_stale_temps(folder)
         barrier(shard)
         results = cls(out_dir, shard, fingerprint)
+        # Rank 0 purged them; every rank reports what it will recompute.
+        results.stale |= set(broadcast(purged, shard)) - results.done
         barrier(shard)
         return results
 

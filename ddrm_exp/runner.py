@@ -6,7 +6,9 @@ compatibility with the image size) is built before the model, so a bad input fai
 
 from __future__ import annotations
 
+import itertools
 import logging
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +21,11 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from ddrm_exp import blind, distributed
+from ddrm_exp import blind, distributed, faults
 from ddrm_exp.config import image_size_of, instantiate_config, resolve_device, validate
 from ddrm_exp.degradations.base import HFunctions
 from ddrm_exp.distributed import RunResults, Shard
-from ddrm_exp.errors import ConfigError
+from ddrm_exp.errors import ConfigError, RunError
 from ddrm_exp.metrics.image import LPIPSMetric, psnr, ssim
 from ddrm_exp.metrics.summary import CI_NOTE, format_stat, mean_ci
 from ddrm_exp.models.acceleration import Acceleration, accelerate, check_supported
@@ -31,12 +33,22 @@ from ddrm_exp.models.base import DiffusionPrior
 from ddrm_exp.run_header import log_header
 from ddrm_exp.samplers.ddrm import draw_noise
 from ddrm_exp.tracking import figures
-from ddrm_exp.tracking.files import save_png, write_json_atomic, write_text_atomic
+from ddrm_exp.tracking.files import (
+    read_records,
+    save_png,
+    write_json_atomic,
+    write_text_atomic,
+)
+from ddrm_exp.tracking.identity import INPUT_KEY, check_same_inputs, dataset_names
+from ddrm_exp.tracking.identity import input_ids as dataset_input_ids
+from ddrm_exp.tracking.lock import RunLock
 from ddrm_exp.tracking.resume import (
     GRID_NAME,
     SUMMARY_NAME,
     complete_summary,
     config_hash,
+    matches,
+    results_files,
 )
 from ddrm_exp.tracking.trackers import NullTracker, Tracker, WandbTracker
 
@@ -151,6 +163,8 @@ class Setup:
     sigma_y: float  # noise added to the measurement
     sigma_assumed: float  # noise level the sampler assumes
     fingerprint: str  # config_hash: which results belong to these settings
+    # Per image, a hash of its file(s): which input a stored result was computed from.
+    input_ids: list[str | None]
 
     def record_fields(self, cfg: DictConfig, choices: dict[str, str]) -> dict[str, Any]:
         """The settings every per-image record repeats, so each line stands on its own."""
@@ -220,6 +234,7 @@ def setup(cfg: DictConfig, ctx: RunContext) -> Setup:
         sigma_y=sigma_y,
         sigma_assumed=sigma_y if assumed is None else float(assumed),
         fingerprint=config_hash(cfg),
+        input_ids=dataset_input_ids(dataset),
     )
 
 
@@ -230,33 +245,77 @@ def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
     the images and rank 0 merges, summarises and logs; every rank returns the summary.
     ``task=video`` runs :func:`ddrm_exp.video.runner.run_video` instead.
     """
-    if str(cfg.get("task", "image")) == "video":
-        from ddrm_exp.video.runner import run_video
-
-        return run_video(cfg, ctx)
-    if str(cfg.get("task", "image")) != "image":
+    task = str(cfg.get("task", "image"))
+    if task not in ("image", "video"):
         raise ConfigError(f"task must be 'image' or 'video', got {cfg.get('task')!r}.")
+    out_dir = ctx.output_dir
+    try:
+        if task == "video":
+            from ddrm_exp.video.runner import run_video
+
+            with RunLock.acquire(out_dir, ctx.shard):
+                return run_video(cfg, ctx)
+        return run_images(cfg, ctx)
+    except KeyboardInterrupt:
+        if ctx.shard.is_main:
+            done = count_done(out_dir, config_hash(cfg))
+            print(f"ddrm_exp: {faults.interrupted(out_dir, done)}", file=sys.stderr)
+        raise SystemExit(faults.EXIT_INTERRUPTED) from None
+    except OSError as exc:
+        known = faults.os_error(exc, out_dir)
+        if known is None:
+            raise
+        raise known from exc
+
+
+def count_done(out_dir: Path, fingerprint: str) -> int:
+    """How many images of this configuration have results on disk (for the Ctrl-C message)."""
+    done: set[int] = set()
+    for path in results_files(out_dir):
+        done.update(int(r["index"]) for r in read_records(path)[0] if matches(r, fingerprint))
+    return len(done)
+
+
+def run_images(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
+    """``task=image``: check, lock the run directory, skip a complete job or compute the rest."""
     s = setup(cfg, ctx)
+    out_dir = ctx.output_dir
+    with RunLock.acquire(out_dir, ctx.shard) as lock:
+        if not cfg.overwrite:
+            # Before the model: a changed dataset is refused, a complete job skipped.
+            check_same_inputs(out_dir, dataset_names(s.dataset), s.input_ids, s.fingerprint)
+            done = complete_summary(out_dir, len(s.dataset), s.fingerprint)
+            if done is not None:
+                log.info(
+                    "skipping job: summary.json complete (%d images, config_hash %s) in %s",
+                    len(s.dataset),
+                    s.fingerprint,
+                    out_dir,
+                )
+                return done
+        if not lock.held:
+            raise RunError(
+                f"The output directory {out_dir} cannot be written (read-only or not yours), and "
+                "the job in it is not complete. Point the run at a writable directory with "
+                "hydra.run.dir=... (or paths.output_root=...)."
+            )
+        return compute(cfg, ctx, s)
+
+
+def compute(cfg: DictConfig, ctx: RunContext, s: Setup) -> dict[str, Any]:
+    """Restore the images the run directory lacks, then merge and summarise (rank 0)."""
     shard = ctx.shard
     device, dataset, operator, plan, sampler = s.device, s.dataset, s.operator, s.plan, s.sampler
     sigma_y, sigma_assumed, fingerprint = s.sigma_y, s.sigma_assumed, s.fingerprint
     out_dir = ctx.output_dir
     choices = ctx.choices or {}
 
-    if not cfg.overwrite:
-        done = complete_summary(out_dir, len(dataset), fingerprint)
-        if done is not None:
-            log.info(
-                "skipping job: summary.json complete (%d images, config_hash %s) in %s",
-                len(dataset),
-                fingerprint,
-                out_dir,
-            )
-            return done
-
     if shard.is_main:
         log_header(cfg, choices, device, s)
     prior = s.load_prior(cfg)
+    # Weights full of NaN would give NaN images: say so before sampling, for one host sync.
+    weights = itertools.chain(prior.parameters(), prior.buffers())
+    faults.check_finite_weights(weights, f"model={choices.get('model', 'the model')}")
 
     out_dir.mkdir(parents=True, exist_ok=True)
     if shard.is_main:
@@ -298,6 +357,13 @@ def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             seconds = time.perf_counter() - start
+            # One check of the batch's output, not one per step: NaN and inf propagate to x̂₀.
+            bad = faults.nonfinite_images(x_hat)
+            if bad:
+                failed = [names[j] for j in bad]
+                raise nonfinite(
+                    cfg, out_dir, sampler, prior, batch_op, y, sigma_assumed, indices, failed, seed
+                )
             if plan is not None and measured is not None:
                 batch_op = plan.after_sampling(measured, result)
             baseline = batch_op.H_pinv(y).reshape(x.shape)
@@ -321,6 +387,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
                 record = {
                     "index": index,
                     "name": name,
+                    INPUT_KEY: s.input_ids[index],
                     **s.record_fields(cfg, choices),
                     "nfe": result.nfe,
                     "seconds": seconds / len(indices),
@@ -356,6 +423,50 @@ def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
     summary = distributed.broadcast(summary, shard)
     assert summary is not None
     return summary
+
+
+def nonfinite(
+    cfg: DictConfig,
+    out_dir: Path,
+    sampler: Any,
+    prior: DiffusionPrior,
+    operator: HFunctions,
+    y: Tensor,
+    sigma_assumed: float,
+    indices: list[int],
+    bad_names: list[str],
+    seed: int,
+) -> RunError:
+    """The error for restorations that are not finite, naming the step where x̂₀ first was.
+
+    The step is found by sampling the batch (``indices``) again with its trajectory (the same
+    seeds give the same steps), only once it has failed, so working runs pay nothing for it.
+    """
+    step: int | None = None
+    timesteps = int(cfg.sampler.timesteps)
+    per_image = 4 * int(np.prod(prior.shape))
+    if timesteps * len(indices) * per_image <= TRAJECTORY_BUDGET_BYTES:
+        try:
+            gens = [image_generator(seed, i, STREAM_SAMPLER) for i in indices]
+            rerun = sampler.sample(
+                prior, operator, y, sigma_assumed, generator=gens, return_trajectory=True
+            )
+            step = faults.first_nonfinite_step(rerun.trajectory)
+        except Exception:  # noqa: BLE001 - only a diagnosis: the error below stands without it
+            step = None
+    grad_scale = cfg.sampler.get("grad_scale")
+    return faults.nonfinite_error(
+        bad_names,
+        step,
+        timesteps,
+        str(sampler.name),
+        float(grad_scale) if grad_scale is not None else None,
+        out_dir,
+    )
+
+
+# At most this much x̂₀ trajectory is kept on the host to find the step a restoration failed at.
+TRAJECTORY_BUDGET_BYTES = 2 << 30
 
 
 def log_plan(shard: Shard, num_images: int, num_todo: int, results: RunResults) -> None:
@@ -450,7 +561,32 @@ def build_summary(
     }
     if lpips_note:
         summary["lpips_note"] = lpips_note
+    note = infinite_psnr_note(records, float(cfg.noise.sigma_y))
+    if note:
+        summary["psnr_note"] = note
     return summary
+
+
+def infinite_psnr_note(records: list[dict[str, Any]], sigma_y: float) -> str | None:
+    """Why a PSNR reads n/a: an exact reconstruction has an infinite PSNR, which JSON stores as
+    null and the means leave out (restorations are checked finite, so null means infinite)."""
+    parts = []
+    for part, label in (("baseline", "H⁺y"), ("restored", "the restoration")):
+        exact = sum(1 for r in records if r.get(part, {}).get("psnr", 0.0) is None)
+        if exact:
+            parts.append(f"{label} equals the original exactly for {exact} of {len(records)}")
+    if not parts:
+        return None
+    why = (
+        "with σ_y=0 and an invertible H (denoise) the measurement is the image itself, so H⁺y "
+        "recovers it without error"
+        if sigma_y == 0
+        else "its error is zero"
+    )
+    return (
+        f"PSNR is infinite where {' and '.join(parts)} image(s): {why}. Infinite values are "
+        "stored as null and left out of the PSNR mean and n."
+    )
 
 
 def format_summary(summary: dict[str, Any]) -> str:
@@ -468,6 +604,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         if r and r.get("mean") is not None:
             restored, baseline = format_stat(r, 3, "n/a"), format_stat(b, 3, "n/a")
             lines.append(f"  {key:6s} restored {restored:>18s}   H⁺y baseline {baseline:>18s}")
+    if summary.get("psnr_note"):
+        lines.append(f"  note: {summary['psnr_note']}")
     measured = (summary.get("measurement") or {}).get("psnr")
     if measured and measured.get("mean") is not None:
         lines.append(f"  psnr   of the measurement itself {format_stat(measured, 3):>18s}")

@@ -18,7 +18,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from ddrm_exp.tracking.files import read_json, read_records
+from ddrm_exp.tracking.files import read_json, read_records, record_line, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -103,10 +103,49 @@ def complete_summary(out_dir: Path, num_images: int, fingerprint: str) -> dict[s
     if len(results_files(out_dir)) > 1:
         return None
     records, dropped = read_records(out_dir / RESULTS_NAME)
-    done = {int(r["index"]) for r in records if matches(r, fingerprint)}
-    if dropped or not done.issuperset(range(num_images)):
+    # A record of other settings means another configuration wrote here after this summary
+    # (and perhaps its PNGs): the job is not complete until it is recomputed.
+    if dropped or not all(matches(r, fingerprint) for r in records):
+        return None
+    if not {int(r["index"]) for r in records}.issuperset(range(num_images)):
         return None
     return summary
+
+
+def purge_other_settings(out_dir: Path, fingerprint: str) -> set[int]:
+    """Before a run writes anything: drop every file that describes results of other settings.
+
+    Records of another ``config_hash`` go from ``results.jsonl`` and the per-rank files, with
+    every other record of the same image (its PNGs may be the other settings'), and a
+    ``summary.json`` of another hash goes with ``grid.png``. Done at the start rather than at
+    the end, so that a run killed halfway leaves no record of settings A beside PNGs it already
+    overwrote with settings B: rerunning A then recomputes those images instead of reporting
+    them complete. Returns the dataset indices whose records were dropped. Caller holds the
+    run directory's lock.
+    """
+    files = {path: read_records(path)[0] for path in results_files(out_dir)}
+    # An image with a record of other settings may have their PNGs on disk, whichever record
+    # came last: every record of it goes, so it is recomputed.
+    purged = {
+        int(r["index"])
+        for records in files.values()
+        for r in records
+        if not matches(r, fingerprint)
+    }
+    if purged:
+        for path, records in files.items():
+            keep = [r for r in records if int(r["index"]) not in purged]
+            if len(keep) < len(records):
+                write_text_atomic(path, "".join(record_line(r) for r in keep))
+    summary = read_json(out_dir / SUMMARY_NAME)
+    other_summary = isinstance(summary, dict) and summary.get("config_hash") not in (
+        None,
+        fingerprint,
+    )
+    if other_summary or purged:
+        for path in (out_dir / SUMMARY_NAME, out_dir / GRID_NAME):
+            path.unlink(missing_ok=True)
+    return purged
 
 
 def clear_outputs(out_dir: Path) -> list[Path]:

@@ -1,0 +1,426 @@
+"""Fault injection (issue 13): each way of losing, mixing or misreporting results, reproduced.
+
+The data-loss cases run the CLI in real subprocesses and kill them with real signals; the rest
+run in-process with the fault injected (a full disk, a read-only directory) where a real one
+cannot be made on a test box (tests run as root, which writes through read-only modes).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig
+from PIL import Image
+
+from ddrm_exp.datasets import ImageFolderDataset
+from ddrm_exp.errors import ConfigError, RunError
+from ddrm_exp.models.checkpoints import load_state_dict
+from ddrm_exp.paths import CONF_DIR
+from ddrm_exp.runner import RunContext, Setup, format_summary, run
+from ddrm_exp.tracking.identity import INPUT_KEY, DatasetChanged
+from ddrm_exp.tracking.lock import LOCK_NAME
+
+FAST = [
+    "logger=none",
+    "metrics.lpips=false",
+    "model=gaussian",
+    "model.image_size=32",
+    "sampler.timesteps=2",
+]
+# One image per batch, each batch held for PACE_S seconds (see start()), so that a run can be
+# killed, or a second one started, between two images however fast the box is.
+SLOW = ["batch_size=1"]
+PACE_S = 1.0
+PACED_MAIN = (
+    "import runpy, time, ddrm_exp.samplers.ddrm as d; sample = d.DDRM.sample\n"
+    "def paced(*a, **k):\n    time.sleep({pace}); return sample(*a, **k)\n"
+    "d.DDRM.sample = paced; runpy.run_module('ddrm_exp', run_name='__main__')"
+)
+
+
+# ---------------------------------------------------------------------------------- helpers
+
+
+def write_png(path: Path, seed: int, size: int = 40) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(path)
+
+
+def folder(root: Path, names: list[str]) -> Path:
+    for i, name in enumerate(names):
+        write_png(root / f"{name}.png", seed=i + 100 * len(name))
+    return root
+
+
+def compose_cfg(overrides: list[str]) -> DictConfig:
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=[*FAST, *overrides])
+
+
+def run_in(out_dir: Path, overrides: list[str]) -> dict[str, Any]:
+    cfg = compose_cfg(overrides)
+    return run(cfg, RunContext(output_dir=out_dir, choices={"model": "gaussian"}))
+
+
+def records(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / "results.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+@pytest.fixture
+def no_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if the run gets as far as building its model."""
+
+    def refuse(self: Setup, cfg: DictConfig) -> Any:
+        raise AssertionError("the model was built before the error was found")
+
+    monkeypatch.setattr(Setup, "load_prior", refuse)
+
+
+def env() -> dict[str, str]:
+    out = {k: v for k, v in os.environ.items() if not k.startswith(("HYDRA_FULL_ERROR", "WANDB_"))}
+    out["OMP_NUM_THREADS"] = "1"  # two cores, shared: one thread per process
+    return out
+
+
+def start(args: list[str], cwd: Path) -> subprocess.Popen[str]:
+    """``python -m ddrm_exp`` with FAST and ``args``; with SLOW in ``args``, paced per batch.
+
+    Pacing wraps the sampler in a sleep; the numbers it computes are untouched.
+    """
+    paced = all(a in args for a in SLOW)
+    entry = ["-c", PACED_MAIN.format(pace=PACE_S)] if paced else ["-m", "ddrm_exp"]
+    return subprocess.Popen(
+        [sys.executable, *entry, *FAST, *args],
+        cwd=cwd,
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def finish(proc: subprocess.Popen[str], timeout: float = 180) -> tuple[int, str]:
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(f"timed out:\n{out[-3000:]}")
+    return proc.returncode, out
+
+
+def cli(args: list[str], cwd: Path) -> tuple[int, str]:
+    return finish(start(args, cwd))
+
+
+def wait_until(what: str, ready: Any, proc: subprocess.Popen[str], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if proc.poll() is not None:
+            pytest.fail(f"the run ended before {what}:\n{proc.communicate()[0][-3000:]}")
+        if time.monotonic() > deadline:
+            os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def has_records(run_dir: Path, count: int, sigma_y: float | None = None) -> Any:
+    def ready() -> bool:
+        try:
+            lines = (run_dir / "results.jsonl").read_text().splitlines()
+        except FileNotFoundError:
+            return False
+        done = [json.loads(x) for x in lines if x.endswith("}")]
+        return len([r for r in done if sigma_y is None or r["sigma_y"] == sigma_y]) >= count
+
+    return ready
+
+
+# ------------------------------------------------------------------- 1. changed dataset
+
+
+def test_file_added_to_the_dataset_is_refused_not_merged(tmp_path: Path) -> None:
+    """Case 1: results are tied to their input; a changed dataset is refused, never merged."""
+    root = folder(tmp_path / "images", ["b", "c"])
+    run_dir = tmp_path / "run"
+    args = ["dataset=folder", f"dataset.root={root}", f"hydra.run.dir={run_dir}"]
+    rc, out = cli(args, tmp_path)
+    assert rc == 0, out
+    before = (run_dir / "results.jsonl").read_text()
+    assert [(r["index"], r["name"]) for r in records(run_dir)] == [(0, "b"), (1, "c")]
+    assert all(len(r[INPUT_KEY]) == 16 for r in records(run_dir))
+
+    write_png(root / "a.png", seed=7)
+    rc, out = cli(args, tmp_path)
+    assert rc == 2, out
+    assert "The dataset changed under the run directory" in out and "'b' then, 'a' now" in out
+    assert "Traceback" not in out
+    assert (run_dir / "results.jsonl").read_text() == before  # nothing merged or dropped
+
+    rc, out = cli([*args, "overwrite=true"], tmp_path)
+    assert rc == 0, out
+    assert [(r["index"], r["name"]) for r in records(run_dir)] == [(0, "a"), (1, "b"), (2, "c")]
+
+
+def test_same_name_other_contents_is_refused(tmp_path: Path) -> None:
+    root = folder(tmp_path / "images", ["b", "c"])
+    overrides = ["dataset=folder", f"dataset.root={root}"]
+    run_in(tmp_path / "run", overrides)
+    write_png(root / "c.png", seed=99)
+    with pytest.raises(DatasetChanged, match="same name but other contents"):
+        run_in(tmp_path / "run", overrides)
+
+
+def test_folder_names_in_natural_order(tmp_path: Path) -> None:
+    """Issue 17 part 12: numbers in file names sort by value."""
+    root = folder(tmp_path / "images", ["orig_10", "orig_2", "orig_1", "b/x_3", "b/x_20"])
+    ds = ImageFolderDataset(image_size=32, root=root)
+    assert ds.names == ["b/x_3", "b/x_20", "orig_1", "orig_2", "orig_10"]
+
+
+# ------------------------------------------------------------------------- 2. the lock
+
+
+def test_second_run_is_refused_while_the_first_writes_and_sigkill_leaves_no_stale_lock(
+    tmp_path: Path,
+) -> None:
+    """Case 2: one writer per directory; a SIGKILLed writer does not block the next run."""
+    run_dir = tmp_path / "run"
+    base = ["dataset.split=all", "dataset.limit=9", f"hydra.run.dir={run_dir}"]
+    first = start([*base, *SLOW], tmp_path)  # far from done when the second one starts
+    wait_until("the first image", has_records(run_dir, 1), first)
+    assert (run_dir / LOCK_NAME).read_text().startswith(f"pid {first.pid} ")
+
+    rc, out = cli([*base, "noise.sigma_y=0.3"], tmp_path)
+    assert first.poll() is None, "the first run ended too soon to test the lock"
+    assert rc == 2, out
+    assert "Another run is writing" in out and f"pid {first.pid}" in out
+    assert "Traceback" not in out
+    assert not (run_dir / "summary.json").exists()
+
+    os.killpg(first.pid, signal.SIGKILL)  # the kernel drops its flock with it
+    first.communicate()
+    assert len(records(run_dir)) >= 1
+    rc, out = cli([*base, "noise.sigma_y=0.3"], tmp_path)
+    assert rc == 0, out
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["count"] == 9 and summary["sigma_y"] == 0.3
+    assert {r["config_hash"] for r in records(run_dir)} == {summary["config_hash"]}
+
+
+# ----------------------------------------------------- 3. files of another configuration
+
+
+def test_killed_run_of_other_settings_leaves_nothing_that_looks_complete(tmp_path: Path) -> None:
+    """Case 3: A complete; B (σ_y=0.3) killed after one image; rerunning A recomputes."""
+    run_dir = tmp_path / "run"
+    base = ["dataset.limit=2", f"hydra.run.dir={run_dir}"]
+    rc, out = cli(base, tmp_path)
+    assert rc == 0, out
+    png = run_dir / "images" / "00000_astronaut_restored.png"
+    a_png, a_records = png.read_bytes(), records(run_dir)
+    a_summary = json.loads((run_dir / "summary.json").read_text())
+
+    other = start([*base, *SLOW, "noise.sigma_y=0.3"], tmp_path)
+    wait_until("B's first image", has_records(run_dir, 1, sigma_y=0.3), other)
+    os.killpg(other.pid, signal.SIGKILL)
+    other.communicate()
+    assert png.read_bytes() != a_png  # B's image is on disk now
+    assert not (run_dir / "summary.json").exists()  # A's summary went when B started
+
+    rc, out = cli(base, tmp_path)
+    assert rc == 0, out
+    assert "skipping job" not in out
+    assert png.read_bytes() == a_png
+    summary = json.loads((run_dir / "summary.json").read_text())
+    for key in ("count", "config_hash", "restored", "baseline", "sigma_y"):
+        assert summary[key] == a_summary[key], key
+    assert [(r["index"], r["restored"]) for r in records(run_dir)] == [
+        (r["index"], r["restored"]) for r in a_records
+    ]
+
+
+# ------------------------------------------------------------------------------ 4. NaN
+
+
+def test_nan_restoration_stops_with_the_step_and_no_summary(tmp_path: Path) -> None:
+    with pytest.raises(RunError) as err:
+        run_in(
+            tmp_path,
+            ["dataset.limit=2", "sampler=mcg", "sampler.grad_scale=1e30", "sampler.timesteps=5"],
+        )
+    text = str(err.value)
+    assert "not finite: x̂₀ first became NaN or inf at step" in text
+    assert "lower sampler.grad_scale" in text and "checkpoint" in text
+    assert not (tmp_path / "summary.json").exists() and records(tmp_path) == []
+
+
+def test_nan_weights_stop_before_sampling(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    load = Setup.load_prior
+
+    def poisoned(self: Setup, cfg: DictConfig) -> Any:
+        prior = load(self, cfg)
+        prior.network.spectrum.fill_(float("nan"))
+        return prior
+
+    monkeypatch.setattr(Setup, "load_prior", poisoned)
+    with pytest.raises(RunError, match="weights of model=gaussian hold NaN"):
+        run_in(tmp_path, ["dataset.limit=1"])
+    assert not (tmp_path / "summary.json").exists()
+
+
+# ------------------------------------------------------------------ 5, 7: folder scans
+
+
+def test_symlink_loop_counts_each_file_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = folder(tmp_path / "images", ["a", "sub/b"])
+    (root / "sub" / "loop").symlink_to(root, target_is_directory=True)
+    (root / "same.png").symlink_to(root / "a.png")
+    with caplog.at_level(logging.WARNING):
+        ds = ImageFolderDataset(image_size=32, root=root)
+    assert ds.names == ["a", "sub/b"]
+    assert "more than once" in caplog.text
+
+
+def test_unreadable_images_fail_before_the_model(tmp_path: Path, no_model: None) -> None:
+    root = folder(tmp_path / "images", ["a", "d"])
+    good = (root / "a.png").read_bytes()
+    (root / "b.png").write_bytes(good[: len(good) // 2])  # truncated
+    (root / "c.png").write_text("not an image\n")
+    with pytest.raises(ConfigError) as err:
+        run_in(tmp_path / "run", ["dataset=folder", f"dataset.root={root}"])
+    text = str(err.value)
+    assert "2 image file(s) cannot be read" in text and "b.png" in text and "c.png" in text
+    assert "dataset.skip_unreadable=true" in text
+
+
+def test_skip_unreadable_leaves_them_out(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    root = folder(tmp_path / "images", ["a", "d"])
+    (root / "c.png").write_text("not an image\n")
+    with caplog.at_level(logging.WARNING):
+        summary = run_in(
+            tmp_path / "run",
+            ["dataset=folder", f"dataset.root={root}", "dataset.skip_unreadable=true"],
+        )
+    assert summary["count"] == 2 and "leaving out" in caplog.text
+    assert [r["name"] for r in records(tmp_path / "run")] == ["a", "d"]
+
+
+# ------------------------------------------------------------------- 8. validation
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [("seed=-1", "seed must be an integer in 0..2**63-1"), ("grid_max_images=abc", "grid_max")],
+)
+def test_bad_values_fail_before_the_model(
+    tmp_path: Path, no_model: None, override: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message.replace("*", r"\*")):
+        run_in(tmp_path, [override])
+
+
+# ------------------------------------------------------------- 10. interruptions and I/O
+
+
+def test_ctrl_c_says_what_is_kept(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    proc = start(
+        ["dataset.split=all", "dataset.limit=3", *SLOW, f"hydra.run.dir={run_dir}"], tmp_path
+    )
+    wait_until("the first image", has_records(run_dir, 1), proc)
+    os.killpg(proc.pid, signal.SIGINT)
+    rc, out = finish(proc)
+    assert rc == 130, out
+    assert "Interrupted:" in out and f"hydra.run.dir={run_dir}" in out
+    assert "Traceback" not in out
+    assert not (run_dir / "summary.json").exists() and len(records(run_dir)) >= 1
+
+
+def test_disk_full_says_what_is_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ddrm_exp.tracking import files
+
+    append = files.ResultsFile.append
+    calls = []
+
+    def fill_up(self: files.ResultsFile, record: dict[str, Any]) -> None:
+        calls.append(record["index"])
+        if len(calls) > 1:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path))
+        append(self, record)
+
+    monkeypatch.setattr(files.ResultsFile, "append", fill_up)
+    with pytest.raises(RunError, match="No space left") as err:
+        run_in(tmp_path, ["dataset.limit=3", "batch_size=1"])
+    assert "Every image already in" in str(err.value)
+    assert len(records(tmp_path)) == 1 and not (tmp_path / "summary.json").exists()
+
+
+def read_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every file creation fails as on a read-only mount (root ignores permission bits)."""
+    import ddrm_exp.tracking.files as files
+    import ddrm_exp.tracking.lock as lock
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(args[0]) if args else None)
+
+    monkeypatch.setattr(lock.os, "open", refuse)
+    monkeypatch.setattr(files.tempfile, "mkstemp", refuse)
+
+
+def test_read_only_directory_skips_a_complete_job_and_explains_otherwise(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = run_in(tmp_path, ["dataset.limit=2"])
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
+    with monkeypatch.context() as mp:
+        read_only(mp)
+        assert run_in(tmp_path, ["dataset.limit=2"]) == first
+        with pytest.raises(RunError, match="cannot be written"):
+            run_in(tmp_path, ["dataset.limit=2", "noise.sigma_y=0.1"])
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")} == before
+
+
+def test_run_dir_that_is_a_file(tmp_path: Path) -> None:
+    target = tmp_path / "taken"
+    target.write_text("x")
+    with pytest.raises(RunError, match="a file stands where a directory is needed"):
+        run_in(target, ["dataset.limit=1"])
+
+
+def test_random_bytes_checkpoint_is_a_config_error(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    for i in range(20):
+        path = tmp_path / f"w{i}.pt"
+        path.write_bytes(rng.integers(0, 256, 4096, dtype=np.uint8).tobytes())
+        with pytest.raises(ConfigError, match="could not be read|refused for safety"):
+            load_state_dict(path)
+
+
+# ------------------------------------------------------------------- 11. σ_y = 0 denoise
+
+
+def test_denoise_without_noise_explains_the_infinite_psnr(tmp_path: Path) -> None:
+    summary = run_in(tmp_path, ["dataset.limit=2", "degradation=denoise", "noise.sigma_y=0"])
+    assert summary["baseline"]["psnr"]["n"] == 0
+    assert "H⁺y equals the original exactly for 2 of 2" in summary["psnr_note"]
+    assert "σ_y=0" in format_summary(summary)
