@@ -32,6 +32,7 @@ from ddrm_exp.paths import CONF_DIR
 from ddrm_exp.runner import RunContext, Setup, format_summary, run
 from ddrm_exp.tracking.identity import INPUT_KEY, DatasetChanged
 from ddrm_exp.tracking.lock import LOCK_NAME
+from ddrm_exp.tracking.resume import config_hash
 
 FAST = [
     "logger=none",
@@ -186,6 +187,13 @@ def test_same_name_other_contents_is_refused(tmp_path: Path) -> None:
     write_png(root / "c.png", seed=99)
     with pytest.raises(DatasetChanged, match="same name but other contents"):
         run_in(tmp_path / "run", overrides)
+
+
+def test_skip_unreadable_keeps_the_config_hash(tmp_path: Path) -> None:
+    """Adding the option left the hashes of existing folder runs as they were."""
+    base = ["dataset=folder", f"dataset.root={tmp_path}"]
+    plain = config_hash(compose_cfg(base))
+    assert config_hash(compose_cfg([*base, "dataset.skip_unreadable=true"])) == plain
 
 
 def test_folder_names_in_natural_order(tmp_path: Path) -> None:

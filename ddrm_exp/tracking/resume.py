@@ -40,6 +40,8 @@ _NEUTRAL = (
     "save_images",
     "grid_max_images",
     "dataset.limit",
+    # Which files a folder dataset leaves out; the input check refuses results of other files.
+    "dataset.skip_unreadable",
     "video",  # task=video's output options (fps)
 )
 _RANK_FILE = re.compile(r"results\.rank(\d+)\.jsonl")
