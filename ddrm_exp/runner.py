@@ -32,7 +32,7 @@ from ddrm_exp.models.acceleration import Acceleration, accelerate, check_support
 from ddrm_exp.models.base import DiffusionPrior
 from ddrm_exp.run_header import log_header
 from ddrm_exp.samplers.ddrm import draw_noise
-from ddrm_exp.tracking import figures
+from ddrm_exp.tracking import figures, wandb_check
 from ddrm_exp.tracking.files import (
     read_records,
     save_png,
@@ -253,7 +253,9 @@ def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
         if task == "video":
             from ddrm_exp.video.runner import run_video
 
-            with RunLock.acquire(out_dir, ctx.shard):
+            with RunLock.acquire(out_dir, ctx.shard) as lock:
+                if ctx.shard.is_main and cfg.get("logger") is not None:
+                    wandb_check.preflight(cfg.logger, out_dir, can_write=lock.held)
                 return run_video(cfg, ctx)
         return run_images(cfg, ctx)
     except KeyboardInterrupt:
@@ -299,6 +301,9 @@ def run_images(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
                 "the job in it is not complete. Point the run at a writable directory with "
                 "hydra.run.dir=... (or paths.output_root=...)."
             )
+        if ctx.shard.is_main and cfg.get("logger") is not None:
+            # wandb's key, network and directory, before the model (rank 0 logs the run).
+            wandb_check.preflight(cfg.logger, out_dir)
         return compute(cfg, ctx, s)
 
 

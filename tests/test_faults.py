@@ -432,3 +432,56 @@ def test_denoise_without_noise_explains_the_infinite_psnr(tmp_path: Path) -> Non
     assert summary["baseline"]["psnr"]["n"] == 0
     assert "H⁺y equals the original exactly for 2 of 2" in summary["psnr_note"]
     assert "σ_y=0" in format_summary(summary)
+
+
+# ----------------------------------------------------------------------------- 9. wandb
+
+
+@pytest.fixture
+def no_wandb_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no.netrc"))
+
+
+def test_wandb_online_without_a_key_fails_before_the_model(
+    tmp_path: Path, no_model: None, no_wandb_key: None
+) -> None:
+    with pytest.raises(ConfigError, match="no wandb API key.*wandb login.*logger.fallback=offline"):
+        run_in(tmp_path / "run", ["logger=wandb", "logger.mode=online"])
+
+
+def test_wandb_online_without_network_fails_fast(
+    tmp_path: Path, no_model: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+
+    def no_route(address: Any, timeout: float | None = None) -> Any:
+        raise OSError(errno.ENETUNREACH, os.strerror(errno.ENETUNREACH))
+
+    monkeypatch.setattr(socket, "create_connection", no_route)
+    with pytest.raises(ConfigError, match="cannot be reached within 5 s"):
+        run_in(tmp_path / "run", ["logger=wandb", "logger.mode=online"])
+
+
+def test_wandb_fallback_offline(
+    tmp_path: Path, no_wandb_key: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    run_dir = tmp_path / "run"
+    overrides = ["logger=wandb", "logger.mode=online", "logger.fallback=offline", "dataset.limit=1"]
+    with caplog.at_level(logging.WARNING):
+        run_in(run_dir, overrides)
+    assert "logging offline instead" in caplog.text
+    assert json.loads((run_dir / "wandb_run.json").read_text())["mode"] == "offline"
+    assert list((run_dir / "wandb").glob("offline-run-*"))
+
+
+def test_wandb_directory_not_writable_fails_before_the_model(
+    tmp_path: Path, no_model: None
+) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "wandb").write_text("a file where wandb wants its directory")
+    with pytest.raises(ConfigError, match="wandb cannot write its files"):
+        run_in(run_dir, ["logger=wandb"])
