@@ -32,6 +32,7 @@ from ddrm_exp.models.acceleration import Acceleration, accelerate, check_support
 from ddrm_exp.models.base import DiffusionPrior
 from ddrm_exp.run_header import log_header
 from ddrm_exp.samplers.ddrm import draw_noise
+from ddrm_exp.samplers.progress import StepProgress
 from ddrm_exp.tracking import figures, wandb_check
 from ddrm_exp.tracking.files import (
     read_records,
@@ -317,6 +318,7 @@ def compute(cfg: DictConfig, ctx: RunContext, s: Setup) -> dict[str, Any]:
 
     if shard.is_main:
         log_header(cfg, choices, device, s)
+        sampler.progress = StepProgress(f"{ctx.job_name} {sampler.name}")
     prior = s.load_prior(cfg)
     # Weights full of NaN would give NaN images: say so before sampling, for one host sync.
     weights = itertools.chain(prior.parameters(), prior.buffers())
@@ -600,7 +602,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     unit = "frame" if summary.get("task") == "video" else "image"
     nfe_text = f"{nfe} NFE" if isinstance(nfe, int) else f"{nfe:.2f} NFE per {unit} (mean)"
     lines = [
-        f"{summary['count']} {unit}s, {nfe_text}, "
+        f"{summary['count']} {unit}{'' if summary['count'] == 1 else 's'}, {nfe_text}, "
         f"{summary['seconds_per_image']:.3f} s/{unit}, {summary['nfe_per_s']:.2f} NFE/s",
     ]
     for key in ("psnr", "ssim", "lpips"):

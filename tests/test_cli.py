@@ -125,7 +125,7 @@ def test_rerun_in_same_dir_resumes(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "needles"),
     [
-        (["degradation=sr5"], ["degradation/sr5", "sr4"]),
+        (["degradation=sr5"], ["degradation=sr5 is not an option", "sr4"]),
         (["sampler.timestep=20"], ["timestep"]),
         (["noise.sigma_y=-0.1"], ["noise.sigma_y", "-0.1"]),
         (["sampler.timesteps=0"], ["sampler.timesteps", "1..1000"]),

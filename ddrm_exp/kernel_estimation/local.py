@@ -70,6 +70,8 @@ class LocalEstimator(KernelEstimator):
         grid: cells along the height and along the width.
         overlap: each cell is estimated from a patch extended on every side by this fraction of
             the cell size (clipped to the image), so edges near the cell border still count.
+        kernel_size: the inner estimator's kernel size, repeated (and checked) here; the
+            config sets the inner one from it.
         soft_masks: ``False`` gives hard masks (1 on the cell, 0 elsewhere); ``True`` gives
             bilinear "hat" weights peaking at each cell centre, which blend neighbouring
             kernels smoothly. Either way the masks sum to 1 at every pixel, and each kernel's
@@ -88,10 +90,19 @@ class LocalEstimator(KernelEstimator):
         grid: Sequence[int] = (3, 3),
         overlap: float = 0.25,
         soft_masks: bool = False,
+        kernel_size: int | None = None,
     ) -> None:
         if not isinstance(inner, KernelEstimator):
             raise ConfigError(
                 f"kernel_estimator.inner must be a kernel estimator, got {type(inner).__name__}."
+            )
+        # The config passes the inner estimator's size here too (inner.kernel_size interpolates
+        # it), so that kernel_estimator.kernel_size=... is one override for every estimator.
+        inner_size = getattr(inner, "kernel_size", None)
+        if kernel_size is not None and inner_size is not None and kernel_size != inner_size:
+            raise ConfigError(
+                f"kernel_estimator.kernel_size={kernel_size} but kernel_estimator.inner."
+                f"kernel_size={inner_size}; set kernel_estimator.kernel_size only."
             )
         self.inner = inner
         self.grid = _as_grid(grid)

@@ -187,6 +187,9 @@ class DDRM:
     # pays, i.e. on CUDA with per-image CPU generators and no after_step hook (a hook may use
     # the generators itself, which would race with the worker).
     prefetch_noise: bool | None = None
+    # Called as progress(steps_done, num_steps) after every step, with Python ints only (no
+    # device sync); the runner sets it to report NFE inside a batch (samplers.progress).
+    progress: Callable[[int, int], None] | None = None
 
     def __init__(
         self, timesteps: int = 20, eta: float = 0.85, eta_b: float = 1.0, clip_x0: bool = False
@@ -374,6 +377,8 @@ class DDRM:
                     if swapped is not None:
                         x_bar_mod, operator = swapped
                         sp = self._spectral(operator, y)
+                if self.progress is not None:
+                    self.progress(i + 1, len(steps))
         return SampleResult(x0=x0, nfe=len(seq), trajectory=trajectory)
 
     def network_step(

@@ -50,6 +50,7 @@ from ddrm_exp.runner import (
     setup,
 )
 from ddrm_exp.samplers.ddrm import WarmStart, timestep_sequence, warm_schedule
+from ddrm_exp.samplers.progress import StepProgress
 from ddrm_exp.tracking import figures
 from ddrm_exp.tracking.files import save_png, write_json_atomic, write_text_atomic
 from ddrm_exp.tracking.resume import GRID_NAME, SUMMARY_NAME, complete_summary
@@ -362,6 +363,7 @@ def run_video(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
             return done
 
     log_header(cfg, choices, s.device, s)
+    s.sampler.progress = StepProgress(f"{ctx.job_name} {s.sampler.name}")
     prior = s.load_prior(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
     if cfg.overwrite:
