@@ -600,7 +600,11 @@ def format_summary(summary: dict[str, Any]) -> str:
     """A few human-readable lines for the terminal."""
     nfe = summary["nfe"]
     unit = "frame" if summary.get("task") == "video" else "image"
-    nfe_text = f"{nfe} NFE" if isinstance(nfe, int) else f"{nfe:.2f} NFE per {unit} (mean)"
+    # A video's frames may take different NFE (warm starts): always its mean, said as such.
+    if isinstance(nfe, int) and unit == "image":
+        nfe_text = f"{nfe} NFE"
+    else:
+        nfe_text = f"{nfe:.2f} NFE per {unit} (mean)"
     lines = [
         f"{summary['count']} {unit}{'' if summary['count'] == 1 else 's'}, {nfe_text}, "
         f"{summary['seconds_per_image']:.3f} s/{unit}, {summary['nfe_per_s']:.2f} NFE/s",
