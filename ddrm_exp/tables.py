@@ -14,7 +14,7 @@ import json
 import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -321,18 +321,38 @@ TABLE1 = TableSpec(
     column_order=("colorize", "inpaint_lorem", "denoise"),
 )
 
+
+def sampler_setting(r: Record) -> str:
+    """The sampler and every one of its settings, e.g. ``mcg eta=0.85 grad_scale=1.0 ...``."""
+    return r.sampler + "".join(
+        f" {k}={v}" for k, v in sorted(r.params.items()) if k not in ("timesteps",)
+    )
+
+
 GENERIC = TableSpec(
     name="runs",
     title="Mean metrics per sampler setting and degradation",
     # σ_y is not part of the method: a σ_y sweep splits the columns instead, so each column's
-    # H⁺y baseline is that of its own noise level.
-    method_of=lambda r: (
-        r.sampler
-        + "".join(f" {k}={v}" for k, v in sorted(r.params.items()) if k not in ("timesteps",))
-    ),
+    # H⁺y baseline is that of its own noise level. build_table shortens the label to the
+    # settings that differ between the runs.
+    method_of=sampler_setting,
     column_of=lambda r: r.degradation,
     reference_method="",
 )
+
+
+def _differing_setting(records: list[Record]) -> Callable[[Record], str]:
+    """A method label naming the sampler and only those of its settings the runs vary."""
+    varying = {
+        k
+        for k in {k for r in records for k in r.params}
+        if k != "timesteps" and len({repr(r.params.get(k)) for r in records}) > 1
+    }
+
+    def label(r: Record) -> str:
+        return r.sampler + "".join(f" {k}={v}" for k, v in sorted(r.params.items()) if k in varying)
+
+    return label
 
 
 # ---- blind deblurring: Table 2 and Figure 8 ----------------------------------------------------
@@ -762,6 +782,8 @@ class TableResult:
 def build_table(spec: TableSpec, records: list[Record]) -> TableResult:
     if spec.render is not None:
         return spec.render(spec, records)
+    if spec.method_of is sampler_setting:
+        spec = replace(spec, method_of=_differing_setting(records))
     grouping = Grouping()
     cells = group(records, spec.method_of, spec.column_of, grouping=grouping)
     order = {c: i for i, c in enumerate(spec.column_order)}

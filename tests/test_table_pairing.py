@@ -93,6 +93,9 @@ def test_generic_table_splits_sigma_and_draws_no_empty_curve(tmp_path: Path) -> 
     records = [r for r in _sweep() if r.params["grad_scale"] == 0.0]
     result = build_table(GENERIC, records)
     assert {r["column"] for r in result.rows} == {"inpaint_lorem σ_y=0", "inpaint_lorem σ_y=0.05"}
+    assert {r["method"] for r in result.rows} == {"mcg"}  # only the settings that differ
+    both = build_table(GENERIC, _sweep())
+    assert {r["method"] for r in both.rows} == {"mcg grad_scale=0.0", "mcg grad_scale=1.0"}
     hpy = next(line for line in result.markdown.splitlines() if line.startswith("| H⁺y"))
     assert "10.50" in hpy and "15.50" in hpy
     assert not result.curves
