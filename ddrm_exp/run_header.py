@@ -57,8 +57,13 @@ def warn_slow_precision(precision: str, device: torch.device) -> None:
 
 def resize_note(dataset: Any, size: tuple[int, int]) -> str | None:
     """E.g. "256×256 → 64×64" when the dataset's first image is resized to the model's size."""
-    paths = getattr(dataset, "paths", None)
-    if not paths or not getattr(dataset, "resize", True):
+    if not getattr(dataset, "resize", True):
+        return None
+    # Folder-like datasets list their files; the BSD ones their frames (Sharp and Blur alike).
+    paths = getattr(dataset, "paths", None) or [
+        f.sharp for f in getattr(dataset, "frames", None) or [] if hasattr(f, "sharp")
+    ]
+    if not paths:
         return None
     try:
         from PIL import Image

@@ -80,3 +80,15 @@ def test_lpips_offline_says_where_the_file_goes_once_and_downloads_nothing(
     out, err = capfd.readouterr()
     assert "Downloading" not in out + err
     assert first(torch.zeros(2, 3, 8, 8), torch.zeros(2, 3, 8, 8)) == [None, None]
+
+
+def test_resize_note_for_bsd_frames(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    Image.new("RGB", (40, 30)).save(tmp_path / "f.png")
+    frames = SimpleNamespace(frames=[SimpleNamespace(sharp=tmp_path / "f.png")], resize=True)
+    assert run_header.resize_note(frames, (32, 32)) == "40×30 → 32×32"
+    frames.resize = False
+    assert run_header.resize_note(frames, (32, 32)) is None
