@@ -11,6 +11,7 @@ records, so a resumed run's grid shows every image, not only those its last proc
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +25,8 @@ from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
 from ddrm_exp.metrics.image import to_unit
+
+log = logging.getLogger(__name__)
 
 MIN_TILE = 128  # px: the shorter side of a tile as shown (a 64-px result shows at 2×)
 TITLE_H, CAPTION_H, GAP = 20, 16, 4
@@ -269,6 +272,7 @@ def write_run_grid(
     from ddrm_exp.runner import image_paths
 
     rows: list[GridRow] = []
+    missing = 0
     for index in sorted(records)[:max_images]:
         record = records[index]
         name = str(record.get("name", index))
@@ -279,4 +283,13 @@ def write_run_grid(
             rows += from_disk
         elif index in memory_rows:
             rows.append(memory_rows[index])
+        else:
+            missing += 1
+    if missing:
+        log.info(
+            "%s leaves out %d image(s) computed by an earlier process: with save_images=false "
+            "their PNGs were not kept",
+            path.name,
+            missing,
+        )
     return save_labelled_grid(rows, path)
