@@ -236,6 +236,7 @@ def test_second_run_is_refused_while_the_first_writes_and_sigkill_leaves_no_stal
 # ----------------------------------------------------- 3. files of another configuration
 
 
+@pytest.mark.slow  # three CLI runs, about 20 s on a loaded two-core box
 def test_killed_run_of_other_settings_leaves_nothing_that_looks_complete(tmp_path: Path) -> None:
     """Case 3: A complete; B (σ_y=0.3) killed after one image; rerunning A recomputes."""
     run_dir = tmp_path / "run"
