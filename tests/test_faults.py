@@ -315,10 +315,14 @@ def test_unreadable_images_fail_before_the_model(tmp_path: Path, no_model: None)
     good = (root / "a.png").read_bytes()
     (root / "b.png").write_bytes(good[: len(good) // 2])  # truncated
     (root / "c.png").write_text("not an image\n")
+    jpeg = root / "e.jpg"
+    Image.open(root / "a.png").save(jpeg, quality=90)
+    jpeg.write_bytes(jpeg.read_bytes()[:-200])  # cut short: the header still parses
     with pytest.raises(ConfigError) as err:
         run_in(tmp_path / "run", ["dataset=folder", f"dataset.root={root}"])
     text = str(err.value)
-    assert "2 image file(s) cannot be read" in text and "b.png" in text and "c.png" in text
+    assert "3 image file(s) cannot be read" in text
+    assert all(name in text for name in ("b.png", "c.png", "e.jpg"))
     assert "dataset.skip_unreadable=true" in text
 
 
