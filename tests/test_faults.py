@@ -490,3 +490,35 @@ def test_wandb_directory_not_writable_fails_before_the_model(
     (run_dir / "wandb").write_text("a file where wandb wants its directory")
     with pytest.raises(ConfigError, match="wandb cannot write its files"):
         run_in(run_dir, ["logger=wandb"])
+
+
+def test_torchrun_into_a_locked_directory_is_refused_on_every_rank(tmp_path: Path) -> None:
+    """Rank 0 asks for the lock and tells the others: no rank hangs, none writes."""
+    from ddrm_exp.tracking.lock import RunLock
+
+    run_dir = tmp_path / "run"
+    with RunLock.acquire(run_dir):
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                "--nproc_per_node=2",
+                "-m",
+                "ddrm_exp",
+                *FAST,
+                "dataset.limit=2",
+                f"hydra.run.dir={run_dir}",
+            ],
+            cwd=tmp_path,
+            env=env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        rc, out = finish(proc, timeout=240)
+    assert rc != 0
+    assert out.count("Another run is writing") == 2, out[-3000:]  # one message per rank
+    assert not (run_dir / "results.jsonl").exists() and not list(run_dir.glob("results.rank*"))
