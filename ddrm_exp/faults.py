@@ -43,6 +43,10 @@ def os_error(exc: OSError, out_dir: Path) -> RunError | None:
             " once there is room (each image takes its PNGs and one line of results.jsonl; "
             "save_images=false writes no PNGs)."
         )
+    # The other errors mean something only for the run directory's own files (a dataset file
+    # that cannot be read is reported where it is read).
+    if exc.filename is None or not _inside(Path(os.fsdecode(exc.filename)), out_dir):
+        return None
     if exc.errno in _NOT_WRITABLE:
         return RunError(
             f"Cannot write {os.fspath(where)} ({exc.strerror}): the output directory is "
@@ -57,6 +61,11 @@ def os_error(exc: OSError, out_dir: Path) -> RunError | None:
             "round. Move it away or choose another hydra.run.dir=...."
         )
     return None
+
+
+def _inside(path: Path, directory: Path) -> bool:
+    path, directory = Path(os.path.abspath(path)), Path(os.path.abspath(directory))
+    return path == directory or directory in path.parents
 
 
 def interrupted(out_dir: Path, done: int) -> str:

@@ -522,3 +522,14 @@ def test_torchrun_into_a_locked_directory_is_refused_on_every_rank(tmp_path: Pat
     assert rc != 0
     assert out.count("Another run is writing") == 2, out[-3000:]  # one message per rank
     assert not (run_dir / "results.jsonl").exists() and not list(run_dir.glob("results.rank*"))
+
+
+def test_io_errors_outside_the_run_directory_are_not_blamed_on_it(tmp_path: Path) -> None:
+    from ddrm_exp import faults
+
+    elsewhere = OSError(errno.EACCES, os.strerror(errno.EACCES), "/data/photo.png")
+    assert faults.os_error(elsewhere, tmp_path) is None
+    inside = OSError(errno.EROFS, os.strerror(errno.EROFS), str(tmp_path / "results.jsonl"))
+    assert "read-only" in str(faults.os_error(inside, tmp_path))
+    full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/tmp/cache/x")
+    assert "No space left" in str(faults.os_error(full, tmp_path))
