@@ -230,7 +230,7 @@ def test_sigkill_mid_run_then_rerun_computes_only_the_rest(tmp_path: Path) -> No
         summary["restored"]["psnr"]
         == json.loads((reference / "summary.json").read_text())["restored"]["psnr"]
     )
-    assert len(list((run_dir / "images").glob("*.png"))) == 18
+    assert len(list((run_dir / "images").glob("*.png"))) == 6 * 4  # original, H⁺y, restored, y
     assert not list(run_dir.rglob(".*.tmp"))
 
 
