@@ -66,7 +66,8 @@ class StepProgress:
         now = time.monotonic()
         if done == 1:
             self._started = now
-        if now - self._last >= self.interval and done < total:
+        if now - self._last >= self.interval:
+            # Off a terminal the runner's batch bar is hidden too: the end of a batch is told here.
             rate = done / max(now - self._started, 1e-9)
             log.info(
                 "%s: batch %d, %d of %d NFE done (%.2f NFE/s)",
