@@ -224,6 +224,10 @@ def setup(cfg: DictConfig, ctx: RunContext) -> Setup:
     check_supported(acceleration, device)
     sigma_y = float(cfg.noise.sigma_y)
     assumed = cfg.noise.get("assumed_sigma_y")
+    fingerprint, ids = config_hash(cfg), dataset_input_ids(dataset)
+    if not cfg.overwrite:
+        # Results of other input images at the same indices are refused here, for both tasks.
+        check_same_inputs(ctx.output_dir, dataset_names(dataset), ids, fingerprint)
     return Setup(
         device=device,
         shape=shape,
@@ -234,8 +238,8 @@ def setup(cfg: DictConfig, ctx: RunContext) -> Setup:
         acceleration=acceleration,
         sigma_y=sigma_y,
         sigma_assumed=sigma_y if assumed is None else float(assumed),
-        fingerprint=config_hash(cfg),
-        input_ids=dataset_input_ids(dataset),
+        fingerprint=fingerprint,
+        input_ids=ids,
     )
 
 
@@ -285,8 +289,7 @@ def run_images(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
     out_dir = ctx.output_dir
     with RunLock.acquire(out_dir, ctx.shard) as lock:
         if not cfg.overwrite:
-            # Before the model: a changed dataset is refused, a complete job skipped.
-            check_same_inputs(out_dir, dataset_names(s.dataset), s.input_ids, s.fingerprint)
+            # Before the model (setup() has refused a changed dataset): skip a complete job.
             done = complete_summary(out_dir, len(s.dataset), s.fingerprint)
             if done is not None:
                 log.info(

@@ -533,3 +533,24 @@ def test_io_errors_outside_the_run_directory_are_not_blamed_on_it(tmp_path: Path
     assert "read-only" in str(faults.os_error(inside, tmp_path))
     full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/tmp/cache/x")
     assert "No space left" in str(faults.os_error(full, tmp_path))
+
+
+def test_video_run_refuses_a_changed_dataset_too(tmp_path: Path, no_model: None) -> None:
+    """setup() makes the check, so task=video (its own runner) gets it as well."""
+    from ddrm_exp.datasets.bsd_mini import write_mini_bsd
+
+    root = tmp_path / "bsd"
+    write_mini_bsd(root, sequences=1, frames=2, size=(40, 40))
+    overrides = [
+        "task=video",
+        "dataset=bsd_synthetic",
+        f"dataset.root={root}",
+        "dataset.kernel.size=5",
+        "degradation=blur_given",
+    ]
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    record = {"index": 0, "name": "999/00000", "config_hash": config_hash(compose_cfg(overrides))}
+    (run_dir / "results.jsonl").write_text(json.dumps(record) + "\n")
+    with pytest.raises(DatasetChanged, match="'999/00000' then"):
+        run(compose_cfg(overrides), RunContext(output_dir=run_dir, choices={"model": "gaussian"}))
