@@ -554,3 +554,50 @@ def test_video_run_refuses_a_changed_dataset_too(tmp_path: Path, no_model: None)
     (run_dir / "results.jsonl").write_text(json.dumps(record) + "\n")
     with pytest.raises(DatasetChanged, match="'999/00000' then"):
         run(compose_cfg(overrides), RunContext(output_dir=run_dir, choices={"model": "gaussian"}))
+
+
+# ------------------------------------------- real faults on a small tmpfs, where one can be made
+
+QUIET_HYDRA = ["hydra.output_subdir=null", "hydra/job_logging=disabled"]  # Hydra's own writes
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Any:
+    """A mounted 400 kB tmpfs (root with mount rights only); unmounted afterwards."""
+    mount_point = tmp_path / "fs"
+    mount_point.mkdir()
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(mount_point)],
+        capture_output=True,
+        check=False,
+    )
+    if made.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root with mount rights)")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+@pytest.mark.slow  # four CLI runs, about 20 s
+def test_real_disk_full_then_read_only(tmp_path: Path, small_fs: Path) -> None:
+    run_dir = small_fs / "run"
+    big = ["dataset.split=all", "batch_size=1", "model.image_size=128", *QUIET_HYDRA]
+    rc, out = cli([*big, "dataset.limit=9", f"hydra.run.dir={run_dir}"], tmp_path)
+    assert rc == 2, out
+    assert "No space left" in out and "Every image already in" in out and "Traceback" not in out
+    assert not (run_dir / "summary.json").exists()
+    kept = records(run_dir)
+    assert kept and not list(run_dir.rglob(".*.tmp"))
+
+    # The same directory, made read-only: the complete job of one image is skipped without
+    # writing; an unfinished one is explained.
+    subprocess.run(["rm", "-rf", str(run_dir)], check=True)
+    small = [*big, "dataset.limit=1", "save_images=false", f"hydra.run.dir={run_dir}"]
+    rc, out = cli(small, tmp_path)
+    assert rc == 0, out
+    subprocess.run(["mount", "-o", "remount,ro", str(small_fs)], check=True)
+    rc, out = cli(small, tmp_path)
+    assert rc == 0 and "1 image," in out, out  # (job logging is off: no 'skipping' line)
+    rc, out = cli([*small, "noise.sigma_y=0.2"], tmp_path)
+    assert rc == 2 and "cannot be written" in out and "Traceback" not in out, out
