@@ -29,6 +29,7 @@ __all__ = [
     "SuperResolution",
     "block_average_matrix",
     "blur_matrix",
+    "official_tiled_grid",
     "strided_reflect_matrix",
 ]
 
@@ -101,6 +102,38 @@ def _threshold(s: Tensor, zero: float, shape: torch.Size) -> Tensor:
     return torch.where(s < tol, torch.zeros_like(s), s)
 
 
+def official_tiled_grid(s_r: Tensor, s_c: Tensor, channels: int = 3) -> Tensor:
+    """The singular values the official blur operators pair with each spectral entry.
+
+    The official ``Deblurring`` and ``Deblurring2D`` sort the ``n = m1*m2`` products
+    ``S_r[i] * S_c[j]`` (pixel mode ``(i, j)`` at index ``i*m2 + j``) in descending order and
+    order their spectral vector pixel-major, channel-minor: entry ``3k + c`` is channel ``c`` of
+    the mode at sorted position ``k``. Their ``singulars()`` is ``sorted.repeat(1, 3)``, the
+    sorted list three times over, so entry ``(k, c)`` is scaled by ``sorted[(3k + c) mod n]``
+    instead of ``sorted[k]`` (``SRConv`` uses ``repeat_interleave`` and is right). Returns
+    those values on the ``(C, m1, m2)`` grid of :class:`SeparableOperator`.
+
+    Ties are broken by the mode index, as the stable sort that PyTorch's CUDA ``sort`` runs for
+    more than 4096 entries does (so as the official 256x256 runs on a GPU did); its CPU sort
+    orders ties differently. Only the official three channels are defined.
+    """
+    if channels != 3:
+        raise ConfigError(
+            f"official_compat reproduces the official blur operators, which tile their singular "
+            f"values for exactly 3 channels; this image has {channels}. Set "
+            "degradation.official_compat=false."
+        )
+    m1, m2 = s_r.numel(), s_c.numel()
+    n = m1 * m2
+    values, order = torch.sort(
+        (s_r.unsqueeze(1) * s_c.unsqueeze(0)).reshape(-1), descending=True, stable=True
+    )
+    position = torch.empty_like(order)
+    position[order] = torch.arange(n)
+    tiled = (channels * position.unsqueeze(0) + torch.arange(channels).unsqueeze(1)) % n
+    return values[tiled].reshape(channels, m1, m2)
+
+
 # ---- the generic operator --------------------------------------------------------------------
 class SeparableOperator(HFunctions):
     """Per channel ``H X = A_r X A_cᵀ``, ``A_r`` (m1 x H) on rows, ``A_c`` (m2 x W) on columns.
@@ -147,7 +180,7 @@ class SeparableOperator(HFunctions):
         s_r = _threshold(s_r, zero_threshold, rows.shape)
         s_c = _threshold(s_c, zero_threshold, cols.shape)
 
-        grid = (s_r.unsqueeze(1) * s_c.unsqueeze(0)).expand(c, m1, m2).reshape(-1)
+        grid = self._spectral_grid(s_r, s_c, c).reshape(-1)
         values, order = torch.sort(grid, descending=True, stable=True)
         # Position on the (C, H, W) spectral grid of each (c, i, j) with i < m1, j < m2.
         ch = torch.arange(c).view(c, 1, 1)
@@ -171,6 +204,15 @@ class SeparableOperator(HFunctions):
         self.inv_perm = torch.argsort(perm).to(device)
         self.perm_m = order.to(device)
         self.inv_perm_m = torch.argsort(order).to(device)
+
+    def _spectral_grid(self, s_r: Tensor, s_c: Tensor, channels: int) -> Tensor:
+        """The singular value of each spectral entry ``(c, i, j)``, shape ``(C, m1, m2)``.
+
+        For a separable operator it is ``S_r[i] * S_c[j]`` in every channel; a subclass may pair
+        the same singular vectors with other values (see :class:`Deblurring`'s
+        ``official_compat``), which defines another operator with the same ``U`` and ``V``.
+        """
+        return (s_r.unsqueeze(1) * s_c.unsqueeze(0)).expand(channels, -1, -1)
 
     # ---- protocol -----------------------------------------------------------------------------
     def Vt(self, vec: Tensor) -> Tensor:
@@ -293,10 +335,23 @@ class Deblurring(SeparableOperator):
     sigma: 10}``, or a list of weights. The blur is a "same"-size correlation: row ``i`` of the
     Toeplitz matrix takes all ``K`` taps ``kernel[j - i + K//2]`` with ``j`` inside the image.
 
-    ``official_toeplitz=True`` reproduces the official ``Deblurring``/``Deblurring2D`` matrix,
-    whose loop drops the LAST tap of odd-length kernels (``kernel[K-1]``, e.g. the right-most
-    1/9 of the uniform blur); even-length kernels are unaffected. Use it only to reproduce
-    official numbers: the images were blurred by the correct kernel.
+    ``official_toeplitz=True`` builds the official ``Deblurring``/``Deblurring2D`` Toeplitz
+    matrix, whose loop drops the LAST tap of odd-length kernels (``kernel[K-1]``, e.g. the
+    right-most 1/9 of the uniform blur); even-length kernels are unaffected. That alone is NOT
+    the operator the official code runs.
+
+    ``official_compat=True`` is the official operator as published: the dropped tap AND the
+    singular values paired with the wrong spectral entries (:func:`official_tiled_grid`), so
+    ``H = U Σ' Vᵀ`` with the Toeplitz blur's ``U``, ``V`` but ``Σ'`` a shuffle of its singular
+    values. That ``H`` is no blur (on the sample photos ``H x`` is off from the blur by a
+    relative 0.14-0.38, see ``scripts/official_blur_gap.py``); it is what the official code both
+    measures with and restores with, so this reproduces official runs, not the physics.
+    ``matrix_rows``/``matrix_cols`` stay the Toeplitz matrices, which ``H`` then is not the
+    Kronecker product of. Because values are paired with individual singular vectors, the
+    operator depends on them, not only on their span: where a 1-D singular value is (nearly)
+    repeated, the official float32 SVD picks vectors that ours (float64) does not; at 256x256 that
+    moves ``H x`` by 2e-6 (Gaussian) to 2e-4 (uniform) relative. 3 channels only. The default is
+    the correct blur.
     """
 
     def __init__(
@@ -306,16 +361,19 @@ class Deblurring(SeparableOperator):
         kernel_rows: KernelSpec,
         kernel_cols: KernelSpec | None = None,
         official_toeplitz: bool = False,
+        official_compat: bool = False,
         zero_threshold: float = ZERO_THRESHOLD,
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
     ) -> None:
         shape = as_shape(shape)
         _, h, w = shape
-        if not isinstance(official_toeplitz, bool):
-            raise ConfigError(
-                f"official_toeplitz must be true or false, got {official_toeplitz!r}."
-            )
+        for name, flag in (
+            ("official_toeplitz", official_toeplitz),
+            ("official_compat", official_compat),
+        ):
+            if not isinstance(flag, bool):
+                raise ConfigError(f"{name} must be true or false, got {flag!r}.")
         k_rows = kernel_from_spec(kernel_rows, "kernel_rows")
         k_cols = k_rows if kernel_cols is None else kernel_from_spec(kernel_cols, "kernel_cols")
         for name, k, size, axis in (
@@ -327,14 +385,22 @@ class Deblurring(SeparableOperator):
                     f"{name} has {k.numel()} taps, longer than the image {axis} of {size}; "
                     f"use a kernel of at most {size} taps or a larger image."
                 )
+        # Read by _spectral_grid during the base constructor, so set first.
+        self.official_compat = official_compat
+        dropped = official_toeplitz or official_compat
         super().__init__(
             shape,
-            rows=blur_matrix(k_rows, h, official=official_toeplitz),
-            cols=blur_matrix(k_cols, w, official=official_toeplitz),
+            rows=blur_matrix(k_rows, h, official=dropped),
+            cols=blur_matrix(k_cols, w, official=dropped),
             zero_threshold=zero_threshold,
             device=device,
             dtype=dtype,
         )
-        self.official_toeplitz = official_toeplitz
+        self.official_toeplitz = dropped
         self.kernel_rows = k_rows.to(device=device, dtype=dtype)
         self.kernel_cols = k_cols.to(device=device, dtype=dtype)
+
+    def _spectral_grid(self, s_r: Tensor, s_c: Tensor, channels: int) -> Tensor:
+        if self.official_compat:
+            return official_tiled_grid(s_r, s_c, channels)
+        return super()._spectral_grid(s_r, s_c, channels)

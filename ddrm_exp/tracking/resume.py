@@ -43,7 +43,18 @@ _NEUTRAL = (
     # Which files a folder dataset leaves out; the input check refuses results of other files.
     "dataset.skip_unreadable",
     "video",  # task=video's output options (fps)
+    # Where a downloaded inpainting mask is cached; its content is pinned by its sha256.
+    "degradation.cache_dir",
+    # Reaches results only through degradation.source (hashed, resolved) of inpaint_lorem.
+    "lorem_source",
 )
+# Settings added after results existed, left out of the hash while they hold the value that
+# computes what was computed before them, so existing run directories keep their hash.
+_NEUTRAL_AT_DEFAULT: dict[str, Any] = {
+    "degradation.official_compat": False,  # the official blur operators as published
+    "degradation.mask_path": None,  # an inpainting mask read from a file
+    "degradation.source": "rendered",  # inpaint_lorem: rendered | official
+}
 _RANK_FILE = re.compile(r"results\.rank(\d+)\.jsonl")
 
 
@@ -57,6 +68,11 @@ def config_hash(cfg: DictConfig) -> str:
             node = node.get(key) if isinstance(node, dict) else None
         if isinstance(node, dict):
             node.pop(leaf, None)
+    for dotted, default in _NEUTRAL_AT_DEFAULT.items():
+        group, leaf = dotted.split(".")
+        node = values.get(group)
+        if isinstance(node, dict) and leaf in node and node[leaf] == default:
+            node.pop(leaf)
     if values.get("task", "image") == "image":
         # Frame-to-frame settings mean nothing to an image run; leaving them out also keeps
         # the hashes of image runs what they were before task=video existed.
