@@ -55,6 +55,8 @@ def test_table1_miniature_multirun_and_make_tables(tmp_path: Path) -> None:
             "model=gaussian",
             "dataset=samples",
             "dataset.limit=2",
+            # offline: the rendered lorem mask, not the official one table1 downloads
+            "lorem_source=rendered",
             "batch_size=2",
             "sampler.timesteps=3",
             "sampler.grad_scale=0,1.5",

@@ -35,7 +35,14 @@ from ddrm_exp.degradations.kernels2d import (
     normalized_cross_correlation,
     rank1_approximation,
 )
-from ddrm_exp.degradations.masks import LOREM_IPSUM, box_mask, lorem_mask, random_mask
+from ddrm_exp.degradations.masks import (
+    LOREM_IPSUM,
+    box_mask,
+    fit_mask,
+    lorem_mask,
+    random_mask,
+    read_mask_file,
+)
 from ddrm_exp.degradations.separable import (
     BicubicSuperResolution,
     Deblurring,
@@ -69,6 +76,7 @@ __all__ = [
     "box_kernel2d",
     "box_mask",
     "ddrm_kernel2d",
+    "fit_mask",
     "fwht",
     "gaussian_1d",
     "gaussian_kernel2d",
@@ -82,6 +90,7 @@ __all__ = [
     "operator_for_kernel",
     "random_mask",
     "rank1_approximation",
+    "read_mask_file",
     "strided_reflect_matrix",
     "transfer_function",
     "uniform_1d",

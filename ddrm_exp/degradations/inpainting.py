@@ -4,22 +4,61 @@ The mask is per pixel and shared by all channels. ``V`` is the permutation putti
 entries first (channel-major, pixels in raster order) and the missing ones after; ``U`` is the
 identity, so the measurement ``y`` is just the kept values in that order and every singular
 value is 1. The three config-facing classes differ only in how they draw the mask
-(:mod:`ddrm_exp.degradations.masks`).
+(:mod:`ddrm_exp.degradations.masks`); each also takes ``mask_path``, a ``.npy`` or image mask
+(0 = missing) that replaces the drawn one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from ddrm_exp.degradations._checks import as_dtype, as_shape
 from ddrm_exp.degradations.base import IdentityU
-from ddrm_exp.degradations.masks import LOREM_IPSUM, box_mask, lorem_mask, random_mask
+from ddrm_exp.degradations.masks import (
+    LOREM_IPSUM,
+    box_mask,
+    fit_mask,
+    lorem_mask,
+    random_mask,
+    read_mask_file,
+)
+from ddrm_exp.degradations.official_masks import check_official_lorem, official_lorem_path
 from ddrm_exp.errors import ConfigError
 
-__all__ = ["BoxInpainting", "LoremInpainting", "Masking", "RandomInpainting"]
+__all__ = ["LOREM_SOURCES", "BoxInpainting", "LoremInpainting", "Masking", "RandomInpainting"]
+
+log = logging.getLogger(__name__)
+
+MaskPath = str | os.PathLike[str] | None
+LOREM_SOURCES = ("rendered", "official")
+
+
+def _given(mask_path: MaskPath) -> bool:
+    return mask_path is not None and bool(str(mask_path).strip())
+
+
+def _file_mask(path: str | os.PathLike[str], h: int, w: int, what: str | None = None) -> Tensor:
+    """The mask in the file ``path`` at the images' size; ``what``: the option that named it."""
+    mask = read_mask_file(path, what or "The mask file")
+    fitted = fit_mask(mask, h, w, f"{what}={path}" if what else f"The mask file {path}")
+    if fitted is not mask:
+        mh, mw = mask.shape
+        log.info("The mask %s is %dx%d; resampled by area to %dx%d.", path, mh, mw, h, w)
+    return fitted
+
+
+def _mask_or_file(mask_path: MaskPath, h: int, w: int, draw: Callable[[], Tensor]) -> Tensor:
+    """The mask from ``mask_path`` when one is given (the drawn one is then unused)."""
+    if mask_path is not None and _given(mask_path):
+        log.info("Inpainting mask from degradation.mask_path=%s.", mask_path)
+        return _file_mask(mask_path, h, w, "degradation.mask_path")
+    return draw()
 
 
 class Masking(IdentityU):
@@ -67,7 +106,11 @@ class Masking(IdentityU):
 
 
 class RandomInpainting(Masking):
-    """A seeded random ``fraction`` of the pixels missing (official ``inp``: half of them)."""
+    """A seeded random ``fraction`` of the pixels missing (official ``inp``: half of them).
+
+    The official code draws its mask from the global RNG after building the model, so its
+    ``--seed`` maps to other masks than our ``seed`` (a ``torch.Generator`` of its own).
+    """
 
     def __init__(
         self,
@@ -75,35 +118,67 @@ class RandomInpainting(Masking):
         *,
         fraction: float = 0.5,
         seed: int = 0,
+        mask_path: MaskPath = None,
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
     ) -> None:
         _, h, w = as_shape(shape)
-        super().__init__(shape, mask=random_mask(h, w, fraction, seed), device=device, dtype=dtype)
+        mask = _mask_or_file(mask_path, h, w, lambda: random_mask(h, w, fraction, seed))
+        super().__init__(shape, mask=mask, device=device, dtype=dtype)
         self.fraction = fraction
         self.seed = seed
 
 
 class LoremInpainting(Masking):
-    """Text lines rendered over the image (stand-in for the official ``inp_lorem`` mask file).
+    """Lorem-ipsum text over the image (official ``inp_lorem``); text pixels are missing.
 
-    See :func:`~ddrm_exp.degradations.masks.lorem_mask` for the parameters.
+    ``source="rendered"`` draws our own text (:func:`~ddrm_exp.degradations.masks.lorem_mask`
+    with the other parameters): it needs no file or network, but it is not the official mask
+    (22 % of the pixels missing against 14 %). ``source="official"`` uses the official
+    ``lorem3.npy`` (:mod:`~ddrm_exp.degradations.official_masks`: downloaded once into
+    ``cache_dir``, sha256-checked), resampled by area if the images are not 256x256; with
+    ``mask_path`` given, that file is used instead and must be the official one byte for byte.
+    With ``source="rendered"``, ``mask_path`` is any mask of one's own.
     """
 
     def __init__(
         self,
         shape: tuple[int, int, int],
         *,
+        source: str = "rendered",
         text: str = LOREM_IPSUM,
         font_size_frac: float = 0.08,
         line_spacing_frac: float = 0.16,
         stroke_frac: float = 0.05,
+        mask_path: MaskPath = None,
+        cache_dir: str | os.PathLike[str] | None = None,
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
     ) -> None:
         _, h, w = as_shape(shape)
-        mask = lorem_mask(h, w, text, font_size_frac, line_spacing_frac, stroke_frac)
+        if source not in LOREM_SOURCES:
+            raise ConfigError(
+                f"degradation.source must be one of {', '.join(LOREM_SOURCES)} (rendered: our "
+                f"own text, works offline; official: the official DDRM lorem3.npy, downloaded "
+                f"once), got {source!r}."
+            )
+        if source == "official":
+            if mask_path is not None and _given(mask_path):
+                path = check_official_lorem(
+                    Path(os.path.expanduser(str(mask_path))), "degradation.mask_path"
+                )
+            else:
+                path = official_lorem_path(cache_dir)
+            mask = _file_mask(path, h, w)
+        else:
+            mask = _mask_or_file(
+                mask_path,
+                h,
+                w,
+                lambda: lorem_mask(h, w, text, font_size_frac, line_spacing_frac, stroke_frac),
+            )
         super().__init__(shape, mask=mask, device=device, dtype=dtype)
+        self.source = source
 
 
 class BoxInpainting(Masking):
@@ -116,9 +191,12 @@ class BoxInpainting(Masking):
         height_frac: float = 0.5,
         width_frac: float = 0.5,
         center: Sequence[float] = (0.5, 0.5),
+        mask_path: MaskPath = None,
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
     ) -> None:
         _, h, w = as_shape(shape)
-        mask = box_mask(h, w, height_frac, width_frac, center)
+        mask = _mask_or_file(
+            mask_path, h, w, lambda: box_mask(h, w, height_frac, width_frac, center)
+        )
         super().__init__(shape, mask=mask, device=device, dtype=dtype)

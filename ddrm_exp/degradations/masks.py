@@ -9,11 +9,14 @@ bundled font renders it).
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont
+import torch.nn.functional as F
+from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 from torch import Tensor
 
 from ddrm_exp.degradations._checks import as_float, as_int
@@ -22,7 +25,10 @@ from ddrm_exp.errors import ConfigError
 _RENDER_HEIGHT = 256
 _MAX_RENDER_WIDTH = 8192
 
-__all__ = ["LOREM_IPSUM", "box_mask", "lorem_mask", "random_mask"]
+__all__ = ["LOREM_IPSUM", "box_mask", "fit_mask", "lorem_mask", "random_mask", "read_mask_file"]
+
+# Aspect ratios farther apart than this are refused rather than stretched.
+_ASPECT_TOL = 0.01
 
 LOREM_IPSUM = (
     "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor "
@@ -135,3 +141,104 @@ def lorem_mask(
     ink = torch.from_numpy(np.asarray(canvas, dtype=np.float32) / 255.0)
     text_px = ink.view(height, scale, width, scale).mean(dim=(1, 3)) > 0.5
     return ~text_px
+
+
+# ---- masks from files ------------------------------------------------------------------------
+def _read_array(path: Path, what: str) -> np.ndarray:
+    """The raw array of a ``.npy`` file or an image, 2-D (an image's channels must agree)."""
+    if path.suffix.lower() == ".npy":
+        try:
+            # allow_pickle=False: a mask file must never be able to run code.
+            arr = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise ConfigError(
+                f"{what}={path} could not be read as a .npy array ({exc}). Save the mask with "
+                "numpy.save as a 2-D array of 0 (missing) and 1 (kept)."
+            ) from exc
+    else:
+        try:
+            with Image.open(path) as img:
+                # A palette image's array holds palette indices, not grey levels.
+                arr = np.asarray(img.convert("L") if img.mode in ("P", "PA") else img)
+        except (UnidentifiedImageError, OSError) as exc:
+            raise ConfigError(
+                f"{what}={path} is neither a .npy array nor an image Pillow can read ({exc}). "
+                "Give a .npy file or a PNG of black (missing) and white (kept) pixels."
+            ) from exc
+    if arr.ndim == 3 and arr.shape[-1] in (1, 2, 3, 4) and arr.shape[0] > 4:
+        arr = np.moveaxis(arr, -1, 0)  # an image: (H, W, C) -> (C, H, W)
+    if arr.ndim == 3:
+        # The alpha channel of an LA / RGBA image is not the mask.
+        colour = arr[:1] if arr.shape[0] <= 2 else arr[:3]
+        if not (colour == colour[:1]).all():
+            raise ConfigError(
+                f"{what}={path} has {arr.shape[0]} channels that differ; a mask is one value "
+                "per pixel (shared by all channels). Save it as a greyscale image or a 2-D "
+                "array."
+            )
+        arr = colour[0]
+    if arr.ndim != 2 or min(arr.shape) < 1:
+        raise ConfigError(
+            f"{what}={path} holds an array of shape {arr.shape}; a mask must be 2-D (H, W), "
+            "0 = missing, nonzero = kept."
+        )
+    return arr
+
+
+def read_mask_file(path: str | os.PathLike[str], what: str = "degradation.mask_path") -> Tensor:
+    """A bool ``(h, w)`` mask (True = kept) from a ``.npy`` array or an image; 0 = missing.
+
+    The values must be binary: 0 and one other value (1, 255, True, ...), as the official
+    ``inp_masks/*.npy`` files are. Grey levels, NaN or negative values are refused with a
+    message rather than thresholded, since where a soft mask's edge falls is the user's call.
+    """
+    path = Path(os.path.expanduser(str(path)))
+    if not path.is_file():
+        where = "is a directory" if path.is_dir() else "does not exist"
+        raise ConfigError(
+            f"{what}={path} {where} (looked at {path.resolve()}; relative paths are taken from "
+            "the directory you run in). Point it at a .npy or image mask, 0 = missing."
+        )
+    arr = _read_array(path, what)
+    if arr.dtype == np.bool_:
+        return torch.from_numpy(arr.copy())
+    if not np.issubdtype(arr.dtype, np.number):
+        raise ConfigError(f"{what}={path} holds {arr.dtype} values, not numbers.")
+    values = np.unique(arr)
+    binary = (
+        np.isfinite(values).all()
+        and (values >= 0).all()
+        and values.size <= 2
+        and (values.size == 1 or values[0] == 0)
+    )
+    if not binary:
+        shown = ", ".join(f"{v:g}" for v in values[:6]) + (" ..." if values.size > 6 else "")
+        raise ConfigError(
+            f"{what}={path} is not a binary mask: it holds {values.size} distinct values "
+            f"({shown}). A mask is 0 where a pixel is missing and one other positive value "
+            "(1 or 255) where it is kept; threshold a soft mask first, e.g. "
+            "numpy.save(p, (m > 0.5).astype(numpy.uint8))."
+        )
+    return torch.from_numpy(arr != 0)
+
+
+def fit_mask(mask: Tensor, height: int, width: int, what: str = "The mask") -> Tensor:
+    """``mask`` at ``height x width``: as it is, or resampled when only the scale differs.
+
+    A different size with the same aspect ratio is resampled by area: a pixel is missing when
+    more than half of the area it covers is (the rule the rendered lorem mask uses), so the
+    official 256x256 lorem mask works at 64x64 too. A different aspect ratio is refused: it
+    would stretch the mask.
+    """
+    h, w = (int(v) for v in mask.shape)
+    if (h, w) == (height, width):
+        return mask
+    if abs(h / w - height / width) > _ASPECT_TOL * (height / width):
+        raise ConfigError(
+            f"{what} is {h}x{w} (HxW) but the images are {height}x{width}, another aspect ratio; "
+            f"it is not stretched. Give a mask of {height}x{width} pixels (or of that shape "
+            "scaled), or set model.image_size / the dataset's size to match the mask."
+        )
+    kept = mask.to(torch.float32).view(1, 1, h, w)
+    frac = F.interpolate(kept, size=(height, width), mode="area").view(height, width)
+    return frac >= 0.5
