@@ -187,9 +187,7 @@ def test_official_checksum_mismatch(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert "rm " in message and om.LOREM_URL in message
 
 
-def test_official_via_mask_path_is_checked(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_official_via_mask_path_is_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     other = _npy(tmp_path, _mask(256, 256, seed=9), "other.npy")
     with pytest.raises(ConfigError, match="is not the official lorem3.npy"):
         load_operator("inpaint_lorem", 256, source="official", mask_path=str(other))
