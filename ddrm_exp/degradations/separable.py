@@ -113,8 +113,9 @@ def official_tiled_grid(s_r: Tensor, s_c: Tensor, channels: int = 3) -> Tensor:
     instead of ``sorted[k]`` (``SRConv`` uses ``repeat_interleave`` and is right). Returns
     those values on the ``(C, m1, m2)`` grid of :class:`SeparableOperator`.
 
-    Ties are broken by the mode index, as the stable sort that PyTorch's CUDA ``sort`` runs for
-    more than 4096 entries does (so as the official 256x256 runs on a GPU did); its CPU sort
+    Ties are broken by the mode index, as the stable (cub radix) sort that PyTorch's CUDA
+    ``sort`` runs on large inputs does (over 2048 entries in PyTorch 1.10, the official
+    environment; over 4096 today), so as the official 256x256 runs on a GPU did; the CPU sort
     orders ties differently. Only the official three channels are defined.
     """
     if channels != 3:
