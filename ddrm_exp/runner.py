@@ -49,6 +49,7 @@ from ddrm_exp.tracking.resume import (
     complete_summary,
     config_hash,
     matches,
+    neutral_keys,
     results_files,
 )
 from ddrm_exp.tracking.trackers import NullTracker, Tracker, WandbTracker
@@ -100,6 +101,23 @@ def sampler_params(cfg: DictConfig) -> dict[str, Any]:
     """The sampler's settings as recorded with every result (``_target_`` left out)."""
     values = OmegaConf.to_container(cfg.sampler, resolve=True)
     return {k: v for k, v in values.items() if not str(k).startswith("_")}  # type: ignore[union-attr]
+
+
+def degradation_params(cfg: DictConfig) -> dict[str, Any]:
+    """The degradation's own settings as recorded with every result (``official_compat``,
+    ``source``, ``mask_path``, kernels, ...), so tables never pool runs that differ in them.
+
+    ``_target_`` and the keys that never change a result (where a mask file is cached) are left
+    out: a cache directory differs between machines, not between experiments. The top-level
+    ``lorem_source`` reaches results only as inpaint_lorem's resolved ``source``, recorded here.
+    """
+    values = OmegaConf.to_container(cfg.degradation, resolve=True)
+    neutral = neutral_keys("degradation")
+    return {
+        str(k): v
+        for k, v in values.items()  # type: ignore[union-attr]
+        if not str(k).startswith("_") and str(k) not in neutral
+    }
 
 
 def image_paths(out_dir: Path, index: int, name: str) -> dict[str, Path]:
@@ -173,6 +191,7 @@ class Setup:
             "degradation": choices.get("degradation"),
             "sampler": self.sampler.name,
             "sampler_params": sampler_params(cfg),
+            "degradation_params": degradation_params(cfg),
             "model": choices.get("model"),
             "sigma_y": self.sigma_y,
             "assumed_sigma_y": self.sigma_assumed,
@@ -561,6 +580,7 @@ def build_summary(
         "dataset": choices.get("dataset"),
         "sampler": sampler_name,
         "sampler_params": sampler_params(cfg),
+        "degradation_params": degradation_params(cfg),
         "sigma_y": float(cfg.noise.sigma_y),
         "timesteps": int(cfg.sampler.timesteps),
         "eta": cfg.sampler.get("eta"),

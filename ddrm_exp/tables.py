@@ -38,6 +38,9 @@ class Record:
     seconds: float
     nfe: int
     raw: dict[str, Any] = field(repr=False, default_factory=dict)
+    # The degradation's own settings (official_compat, source, mask_path, kernels, ...); None
+    # where they are unknown (a record older than the field, with no config to read them from).
+    degradation_params: dict[str, Any] | None = None
 
     @property
     def key(self) -> tuple[int, int]:
@@ -55,8 +58,78 @@ def find_run_dirs(paths: Iterable[Path]) -> list[Path]:
     return sorted(runs)
 
 
+def _config_degradation(run_dir: Path) -> tuple[str | None, dict[str, Any]] | None:
+    """The config_hash and degradation settings of ``config_resolved.yaml`` in ``run_dir``."""
+    from omegaconf import DictConfig, OmegaConf
+
+    from ddrm_exp.tracking.resume import config_hash, neutral_keys
+
+    path = run_dir / "config_resolved.yaml"
+    try:
+        cfg = OmegaConf.load(path)
+        if not isinstance(cfg, DictConfig) or not isinstance(cfg.get("degradation"), DictConfig):
+            return None
+        fingerprint = config_hash(cfg)
+        values = OmegaConf.to_container(cfg.degradation, resolve=True)
+    except Exception:  # noqa: BLE001 - a missing or unreadable file: the settings stay unknown
+        return None
+    neutral = neutral_keys("degradation")
+    params = {
+        str(k): v
+        for k, v in values.items()  # type: ignore[union-attr]
+        if not str(k).startswith("_") and str(k) not in neutral
+    }
+    return fingerprint, params
+
+
+def _group_keys(group: str, option: str) -> set[str]:
+    """The keys ``conf/<group>/<option>.yaml`` has today; empty for an option not there."""
+    from omegaconf import DictConfig, OmegaConf
+
+    from ddrm_exp.paths import CONF_DIR
+
+    try:
+        node = OmegaConf.load(CONF_DIR / group / f"{option}.yaml")
+    except Exception:  # noqa: BLE001 - not one of the project's options (or not a file)
+        return set()
+    return {str(k) for k in node.keys()} if isinstance(node, DictConfig) else set()
+
+
+def degradation_settings(
+    r: dict[str, Any], run_dir: Path, configs: dict[Path, Any]
+) -> dict[str, Any] | None:
+    """A record's degradation settings, as complete as can be known, or None where unknown.
+
+    Records written before ``degradation_params`` existed take them from their run directory's
+    ``config_resolved.yaml`` when its config_hash is the record's (``configs`` caches the file
+    per directory). Keys added to a degradation after results existed (``official_compat``,
+    ``mask_path``, ``source``) are filled with the value that computed those results, where the
+    degradation has the key today, so an old run pairs with a new one at that value and never
+    with one that sets it otherwise.
+    """
+    from ddrm_exp.tracking.resume import later_defaults
+
+    params = r.get("degradation_params")
+    if not isinstance(params, dict):
+        if run_dir not in configs:
+            configs[run_dir] = _config_degradation(run_dir)
+        found = configs[run_dir]
+        stored = r.get("config_hash")
+        if found is None or (stored is not None and stored != found[0]):
+            return None  # no config, or one of other settings than this record's
+        params = found[1]
+    params = dict(params)
+    later = later_defaults("degradation")
+    missing = [k for k in later if k not in params]
+    if missing:
+        has = _group_keys("degradation", str(r.get("degradation")))
+        params.update({k: later[k] for k in missing if k in has})
+    return params
+
+
 def load_records(paths: Iterable[Path]) -> list[Record]:
     records = []
+    configs: dict[Path, Any] = {}
     for run_dir in find_run_dirs(paths):
         for line in (run_dir / "results.jsonl").read_text().splitlines():
             try:
@@ -81,6 +154,7 @@ def load_records(paths: Iterable[Path]) -> list[Record]:
                     seconds=float(r.get("seconds", math.nan)),
                     nfe=int(r.get("nfe", 0)),
                     raw=r,
+                    degradation_params=degradation_settings(r, run_dir, configs),
                 )
             )
     return records
@@ -103,6 +177,10 @@ def settings(r: Record) -> dict[str, Any]:
         "assumed_sigma_y": assumed_sigma(r),
     }
     out.update({f"sampler.{k}": _hashable(v) for k, v in sorted(r.params.items())})
+    # Unknown degradation settings (an old record) add no key: such a record is kept apart only
+    # from records whose known settings differ among themselves, as before the field existed.
+    params = r.degradation_params or {}
+    out.update({f"degradation.{k}": _hashable(v) for k, v in sorted(params.items())})
     kernel = r.raw.get("kernel") or {}
     if kernel:
         out["kernel.assumed"], out["kernel.estimator"] = (
@@ -123,7 +201,8 @@ def _hashable(value: Any) -> Any:
 
 
 def setting_label(key: str, value: Any) -> str:
-    name = SETTING_LABELS.get(key, key.removeprefix("sampler."))
+    # A column is already named by its degradation: "deblur_uniform official_compat=True".
+    name = SETTING_LABELS.get(key, key.removeprefix("sampler.").removeprefix("degradation."))
     return f"{name}={value:g}" if isinstance(value, float) else f"{name}={value}"
 
 
@@ -233,7 +312,10 @@ def group(
         buckets = defaultdict(list)
         for r in records:
             st = settings(r)
-            column = " ".join([column_of(r), *(setting_label(k, st[k]) for k in mixed)])
+            # A record without a swept key (colorize beside a deblur_uniform official_compat
+            # sweep) is not labelled by it; it still lands apart from the records that have it.
+            labels = [setting_label(k, st[k]) for k in mixed if k in st]
+            column = " ".join([column_of(r), *labels])
             buckets[(method_of(r), column)].append(r)
     cells = {}
     for (method, column), recs in buckets.items():

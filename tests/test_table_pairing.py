@@ -18,6 +18,8 @@ from ddrm_exp.tables import (
     MixedSettingsError,
     Record,
     build_table,
+    group,
+    load_records,
     plot_curves,
 )
 
@@ -160,3 +162,95 @@ def test_error_bars_are_clipped_to_the_values() -> None:
     assert stat["mean"] + above == pytest.approx(6.0)
     assert error_bar(mean_ci([1.0])) == (0.0, 0.0)
     assert math.isclose(sum(error_bar(mean_ci([1.0, 1.0]))), 0.0)
+
+
+# ---- degradation options (official_compat, source, mask_path, kernels) are settings too -----
+COMPAT_RUN = [
+    "degradation=deblur_uniform",
+    "model=gaussian",
+    "dataset.limit=2",
+    "sampler.timesteps=2",
+    "logger=none",
+    "metrics.lpips=false",
+]
+COMPAT_COLUMNS = {"deblur_uniform official_compat=False", "deblur_uniform official_compat=True"}
+
+
+@pytest.fixture(scope="module")
+def compat_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two real runs that differ only in degradation.official_compat."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from ddrm_exp.paths import CONF_DIR
+    from ddrm_exp.runner import RunContext, run
+
+    root = tmp_path_factory.mktemp("compat")
+    for compat in ("false", "true"):
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose(
+                config_name="config",
+                overrides=[*COMPAT_RUN, f"degradation.official_compat={compat}"],
+            )
+        choices = {"degradation": "deblur_uniform", "model": "gaussian"}
+        run(cfg, RunContext(output_dir=root / f"compat_{compat}", choices=choices))
+    return root
+
+
+def _assert_never_pooled(records: list[Record]) -> None:
+    psnr = {(r.run_dir.name, r.index): r.values["psnr"] for r in records}
+    for spec in (GENERIC, TABLE1):
+        result = build_table(spec, records)
+        assert {row["column"] for row in result.rows} == COMPAT_COLUMNS
+        assert all(row["n"] == 2 for row in result.rows)
+        for row in result.rows:
+            run = "compat_true" if row["column"].endswith("=True") else "compat_false"
+            expected = (psnr[(run, 0)] + psnr[(run, 1)]) / 2  # type: ignore[operator]
+            assert row["psnr_mean"] == pytest.approx(expected)
+        assert "split by it" in result.markdown
+    cells = group(records, lambda r: r.sampler, lambda r: r.degradation)
+    assert len(cells) == 2
+    assert all(len({r.run_dir for r in cell.records}) == 1 for cell in cells.values())
+    with pytest.raises(MixedSettingsError, match="official_compat"):
+        group(records, lambda r: r.sampler, lambda r: r.degradation, split=False)
+
+
+def test_runs_differing_only_in_a_degradation_option_are_never_pooled(compat_runs: Path) -> None:
+    records = load_records([compat_runs])
+    assert len(records) == 4
+    assert {r.raw["degradation_params"]["official_compat"] for r in records} == {False, True}
+    assert "cache_dir" not in records[0].raw["degradation_params"]  # where, not what
+    _assert_never_pooled(records)
+
+
+def test_old_records_take_degradation_options_from_their_config(
+    compat_runs: Path, tmp_path: Path
+) -> None:
+    import json
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(compat_runs, old)
+    for results in old.rglob("results.jsonl"):
+        lines = [json.loads(line) for line in results.read_text().splitlines()]
+        for line in lines:
+            del line["degradation_params"]  # as written before the field existed
+        results.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    # A config written before official_compat existed lacks it: it ran the default, False.
+    config = old / "compat_false" / "config_resolved.yaml"
+    text = config.read_text()
+    assert "  official_compat: false\n" in text
+    config.write_text(text.replace("  official_compat: false\n", ""))
+    records = load_records([old])
+    assert {r.degradation_params["official_compat"] for r in records} == {False, True}  # type: ignore[index]
+    _assert_never_pooled(records)
+
+    # No config (or one of other settings): unknown, which loads and pools as before the field.
+    config.unlink()
+    other = old / "compat_true" / "config_resolved.yaml"
+    other.write_text(other.read_text().replace("sigma_y: 0.05", "sigma_y: 0.06"))
+    records = load_records([old])
+    assert all(r.degradation_params is None for r in records)
+    result = build_table(GENERIC, records)
+    assert {row["column"] for row in result.rows} == {"deblur_uniform"}

@@ -58,6 +58,18 @@ _NEUTRAL_AT_DEFAULT: dict[str, Any] = {
 _RANK_FILE = re.compile(r"results\.rank(\d+)\.jsonl")
 
 
+def neutral_keys(group: str) -> set[str]:
+    """The keys of a config group that never change a result (e.g. ``degradation.cache_dir``)."""
+    return {d.split(".", 1)[1] for d in _NEUTRAL if d.startswith(group + ".")}
+
+
+def later_defaults(group: str) -> dict[str, Any]:
+    """The keys of ``group`` added after results existed, with the value that computes what was
+    computed before them: a record or config without such a key was made at that value."""
+    prefix = group + "."
+    return {d[len(prefix) :]: v for d, v in _NEUTRAL_AT_DEFAULT.items() if d.startswith(prefix)}
+
+
 def config_hash(cfg: DictConfig) -> str:
     """A short hash of the resolved settings that determine per-image results."""
     values: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
