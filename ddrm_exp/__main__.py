@@ -12,7 +12,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from ddrm_exp import distributed
-from ddrm_exp.cli_check import check_overrides
+from ddrm_exp.cli_check import check_output_dir, check_overrides
 from ddrm_exp.errors import ConfigError
 from ddrm_exp.paths import CONF_DIR
 
@@ -70,8 +70,9 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    # Before Hydra, whose own message for a misspelt key is multi-line and exits 1.
-    problem = check_overrides(sys.argv[1:])
+    # Before Hydra, whose own message for a misspelt key is multi-line and exits 1, and which
+    # creates the output directory before any of our code runs (a file there: a traceback).
+    problem = check_overrides(sys.argv[1:]) or check_output_dir(sys.argv[1:])
     if problem is not None:
         print(f"ddrm_exp: error: {problem}", file=sys.stderr)
         sys.exit(2)

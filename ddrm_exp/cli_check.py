@@ -3,13 +3,15 @@
 Hydra reports a misspelt key or an unknown group option with a multi-line error and exit status
 1, and in a multirun only when the job that uses it starts. Here every override (every value of
 a sweep) is checked against ``conf/`` up front; a problem is reported like the project's own
-validation, as one paragraph naming the close matches, with exit status 2.
+validation, as one paragraph naming the close matches, with exit status 2. The output directory
+Hydra creates first is checked here too (:func:`check_output_dir`).
 """
 
 from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -191,3 +193,55 @@ def check_overrides(argv: Iterable[str]) -> str | None:
     if not problems:
         return None
     return "Invalid command line: " + "; ".join(problems) + "."
+
+
+# Flags under which Hydra makes no run directory (it prints something and stops).
+_NO_RUN_FLAGS = {"--cfg", "-c", "--resolve"}
+
+
+def check_output_dir(argv: Iterable[str]) -> str | None:
+    """The problem with the directory Hydra is about to create, as one paragraph, or None.
+
+    Hydra creates ``hydra.run.dir`` (``hydra.sweep.dir`` for ``-m``) before any of the
+    project's code runs, so a file standing there, or on the path to it, would end in Hydra's
+    traceback. The directory is resolved here as Hydra will (the command line's overrides,
+    ``paths.output_root``, the clock), and only checked: nothing is created. Anything that does
+    not resolve without running Hydra is left to it.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    argv = list(argv)
+    args = overrides_of(argv)
+    if args is None or any(a.split("=", 1)[0] in _NO_RUN_FLAGS for a in argv):
+        return None
+    try:
+        parsed = OverridesParser.create().parse_overrides(args)
+        # A sweep's values cannot be composed at once; the output directory rarely depends on
+        # them (it is named by the clock and the job number).
+        fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
+        GlobalHydra.instance().clear()
+        try:
+            with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+                cfg = compose(config_name="config", overrides=fixed, return_hydra_config=True)
+        finally:
+            GlobalHydra.instance().clear()
+        multirun = "-m" in argv or "--multirun" in argv or str(cfg.hydra.mode) == "MULTIRUN"
+        key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+        value = OmegaConf.select(cfg, key, throw_on_resolution_failure=True)
+    except Exception:  # noqa: BLE001 - Hydra reports what does not parse or compose
+        return None
+    if value is None:
+        return None
+    target = Path(str(value))
+    blocker = next((p for p in (target, *target.parents) if p.exists()), None)
+    if blocker is None or blocker.is_dir():
+        return None
+    where = "is a file" if blocker == target else f"is a file on the path to {target}"
+    what = "the multirun's jobs (hydra.sweep.dir)" if multirun else "the run (hydra.run.dir)"
+    return (
+        f"The output directory of {what} cannot be created: {blocker} {where}, not a "
+        f"directory. Move the file away, or choose another directory with {key}=... (or "
+        "paths.output_root=...)."
+    )

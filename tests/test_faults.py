@@ -420,6 +420,30 @@ def test_run_dir_that_is_a_file(tmp_path: Path) -> None:
         run_in(target, ["dataset.limit=1"])
 
 
+@pytest.mark.parametrize(
+    ("args", "key"),
+    [
+        (["hydra.run.dir={file}"], "hydra.run.dir"),
+        (["hydra.run.dir={file}/run"], "hydra.run.dir"),
+        (["paths.output_root={file}"], "hydra.run.dir"),
+        (["-m", "noise.sigma_y=0,0.1", "hydra.sweep.dir={file}"], "hydra.sweep.dir"),
+        (["--multirun", "hydra.sweep.dir={file}/sweep"], "hydra.sweep.dir"),
+    ],
+)
+def test_output_dir_that_is_a_file_is_refused_before_hydra(
+    tmp_path: Path, args: list[str], key: str
+) -> None:
+    """Hydra creates the directory before any of our code runs: checked before it starts."""
+    file = tmp_path / "taken"
+    file.write_text("x")
+    code, out = cli([a.format(file=file) for a in ["dataset.limit=1", *args]], tmp_path)
+    assert code == 2, out
+    assert out.startswith("ddrm_exp: error: The output directory of") and "Traceback" not in out
+    assert f"{file} is a file" in out and f"{key}=..." in out
+    assert len(out.strip().splitlines()) == 1  # one paragraph
+    assert file.read_text() == "x" and sorted(tmp_path.iterdir()) == [file]
+
+
 def test_random_bytes_checkpoint_is_a_config_error(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     for i in range(20):
