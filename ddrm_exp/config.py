@@ -20,6 +20,9 @@ from ddrm_exp.errors import ConfigError
 
 NUM_TRAIN_TIMESTEPS = 1000
 LOGGER_MODES = ("offline", "online", "disabled")
+# What images/*_measurement.png shows: y as the picture it is (labelled) or the official code's
+# y0 picture (official; ddrm_exp.tracking.figures.official_y0).
+MEASUREMENT_STYLES = ("labelled", "official")
 
 
 def _is_int(v: Any) -> bool:
@@ -139,6 +142,11 @@ def validate(cfg: DictConfig) -> None:
         check(isinstance(v, bool), f"metrics.{key} must be true or false, got {v!r}")
     check(isinstance(cfg.get("overwrite"), bool), "overwrite must be true or false")
     check(isinstance(cfg.get("save_images"), bool), "save_images must be true or false")
+    style = cfg.get("measurement_style", "labelled")
+    check(
+        style in MEASUREMENT_STYLES,
+        f"measurement_style must be one of {', '.join(MEASUREMENT_STYLES)}, got {style!r}",
+    )
 
     if problems:
         raise ConfigError("Invalid configuration: " + "; ".join(problems) + ".")

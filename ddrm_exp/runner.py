@@ -120,6 +120,12 @@ def degradation_params(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
+def measurement_style(cfg: DictConfig, plan: object | None) -> str:
+    """How images/*_measurement.png shows y (``measurement_style``). A blind or real-blur plan
+    saves its own picture, the measurement itself: the official code has no such runs."""
+    return "labelled" if plan is not None else figures.style_of(cfg)
+
+
 def image_paths(out_dir: Path, index: int, name: str) -> dict[str, Path]:
     """Where an image's PNGs go: ``images/<index>_<name>_{original,pinv,restored}.png``."""
     stem = f"{index:05d}_{name}"
@@ -358,6 +364,7 @@ def compute(cfg: DictConfig, ctx: RunContext, s: Setup) -> dict[str, Any]:
     seed = int(cfg.seed)
     grid_max = int(cfg.grid_max_images)
     grid_rows: dict[int, figures.GridRow] = {}
+    style = measurement_style(cfg, plan)
     computed: list[int] = []
     loader = DataLoader(Subset(dataset, todo), batch_size=int(cfg.batch_size), shuffle=False)
     desc = f"{ctx.job_name} {sampler.name}"
@@ -406,12 +413,12 @@ def compute(cfg: DictConfig, ctx: RunContext, s: Setup) -> dict[str, Any]:
                         save_png(img, paths[kind])
                 if cfg.save_images and plan is None:  # a blind plan saves its own
                     where = blind.measurement_png_path(out_dir, index, name)
-                    figures.save_measurement(batch_op, y[j], x.shape[1:], where)
+                    figures.save_measurement(batch_op, y[j], x.shape[1:], where, style)
                 # Indices arrive in increasing order, so these are this shard's first images.
                 if len(grid_rows) < grid_max:
                     psnrs = {"pinv": baseline_m[j]["psnr"], "restored": restored_m[j]["psnr"]}
                     grid_rows[index] = figures.grid_row(
-                        name, batch_op, y[j], x[j], baseline[j], x_hat[j], psnrs
+                        name, batch_op, y[j], x[j], baseline[j], x_hat[j], psnrs, style
                     )
                 record = {
                     "index": index,
@@ -446,6 +453,7 @@ def compute(cfg: DictConfig, ctx: RunContext, s: Setup) -> dict[str, Any]:
                 tracker,
                 sampler.name,
                 lpips_note=metrics.lpips.reason,
+                style=style,
             )
     finally:
         tracker.finish()
@@ -529,8 +537,11 @@ def finish(
     tracker: Tracker,
     sampler_name: str,
     lpips_note: str | None,
+    style: str = "labelled",
 ) -> dict[str, Any]:
-    """Rank 0 (or the only process): merge the results, write the grid and summary, log once."""
+    """Rank 0 (or the only process): merge the results, write the grid and summary, log once.
+
+    ``style``: the run's measurement style, which titles the grid's measurement column."""
     out_dir = ctx.output_dir
     merged = results.merge()
     # The tracker saw rank 0's images as they came; the other ranks' arrive here.
@@ -541,7 +552,8 @@ def finish(
             tracker.log_result(record, paths)
     rows = {i: row for _, grid_rows in shares for i, row in grid_rows.items()}
     grid_path = out_dir / GRID_NAME
-    grid = figures.write_run_grid(out_dir, merged, rows, int(cfg.grid_max_images), grid_path)
+    grid_max = int(cfg.grid_max_images)
+    grid = figures.write_run_grid(out_dir, merged, rows, grid_max, grid_path, style)
     records = [merged[i] for i in range(num_images) if i in merged]
     missing = num_images - len(records)
     if missing:

@@ -98,3 +98,93 @@ def test_resumed_run_grid_shows_every_image(tmp_path: Path) -> None:
     assert again.shape == full.shape  # three rows, not the one this process computed
     assert again.shape[0] == TITLE_H + 3 * (MIN_TILE + CAPTION_H + GAP)
     assert np.array_equal(again, full)
+
+
+# ---- measurement_style=official: the official code's y0 picture ----------------------------
+def test_official_y0_per_operator() -> None:
+    from ddrm_exp.tracking.figures import official_y0
+
+    x = torch.rand(SHAPE) * 2 - 1
+    flat = x.reshape(1, -1)
+    masked = RandomInpainting(SHAPE, fraction=0.5, seed=0)
+    y = masked.H(flat)[0]
+    y0 = official_y0(masked, y, SHAPE)
+    pinv = masked.H_pinv(y.unsqueeze(0)).reshape(SHAPE)
+    kept = masked.mask.expand(SHAPE)
+    assert torch.equal(y0[~kept], torch.full_like(y0[~kept], -1.0))  # black
+    assert torch.equal(y0[kept], pinv[kept])  # H⁺y, exactly
+    grey = Colorization(SHAPE)
+    y = grey.H(flat)[0]
+    assert torch.equal(official_y0(grey, y, SHAPE), y.reshape(1, 32, 32).repeat(3, 1, 1))
+    # deblur_uni / deblur_gauss (one kernel): y itself; deblur_aniso (two kernels): H⁺y
+    for blur, shows_y in (
+        (Deblurring(SHAPE, kernel_rows=BLUR), True),
+        (Deblurring(SHAPE, kernel_rows=BLUR, kernel_cols={"type": "uniform", "size": 3}), False),
+    ):
+        y = blur.H(flat)[0]
+        expected = y if shows_y else blur.H_pinv(y.unsqueeze(0))[0]
+        assert torch.equal(official_y0(blur, y, SHAPE), expected.reshape(SHAPE))
+    sr = SuperResolution(SHAPE, factor=4)
+    y = sr.H(flat)[0]
+    assert torch.equal(official_y0(sr, y, SHAPE), sr.H_pinv(y.unsqueeze(0)).reshape(SHAPE))
+
+
+def test_official_measurement_png_of_inpainting(tmp_path: Path) -> None:
+    """Missing pixels exactly black, the others H⁺y's; nothing else of the run changes."""
+    from ddrm_exp.tracking.resume import config_hash
+
+    base = [
+        "model=gaussian",
+        "model.image_size=32",
+        "dataset.limit=2",
+        "sampler.timesteps=2",
+        "degradation=inpaint_random",
+        "logger=none",
+        "metrics.lpips=false",
+    ]
+    out: dict[str, Path] = {}
+    for style in ("labelled", "official"):
+        cfg = _compose([*base, f"measurement_style={style}"])
+        out[style] = tmp_path / style
+        run(cfg, RunContext(output_dir=out[style], choices={"degradation": "inpaint_random"}))
+    assert config_hash(_compose([*base, "measurement_style=official"])) == config_hash(
+        _compose(base)
+    )
+    kept = RandomInpainting(SHAPE, fraction=0.5, seed=0).mask.numpy()
+    pngs = sorted(p.name for p in (out["official"] / "images").iterdir())
+    assert pngs == sorted(p.name for p in (out["labelled"] / "images").iterdir())
+    for name in pngs:
+        official = np.asarray(Image.open(out["official"] / "images" / name))
+        labelled = np.asarray(Image.open(out["labelled"] / "images" / name))
+        if not name.endswith("_measurement.png"):
+            assert np.array_equal(official, labelled)  # the results are untouched
+            continue
+        pinv = np.asarray(
+            Image.open(out["official"] / "images" / name.replace("measurement", "pinv"))
+        )
+        assert official.shape == (32, 32, 3)
+        assert (official[~kept] == 0).all()  # every missing pixel black, in every channel
+        assert np.array_equal(official[kept], pinv[kept])
+        assert (labelled[~kept] == 128).all()  # the labelled style: grey holes
+    lines = {
+        style: [json.loads(x) for x in (out[style] / "results.jsonl").read_text().splitlines()]
+        for style in out
+    }
+    strip = ("seconds",)
+    assert [{k: v for k, v in r.items() if k not in strip} for r in lines["official"]] == [
+        {k: v for k, v in r.items() if k not in strip} for r in lines["labelled"]
+    ]
+    # The grid shows the official y0 beside H⁺y (they differ: black against grey holes).
+    tile = MIN_TILE + GAP
+    assert Image.open(out["official"] / "grid.png").size[0] == 4 * tile + GAP
+    assert Image.open(out["labelled"] / "grid.png").size[0] == 3 * tile + GAP
+
+
+def test_measurement_style_is_checked() -> None:
+    import pytest
+
+    from ddrm_exp.config import validate
+    from ddrm_exp.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="measurement_style must be one of labelled, official"):
+        validate(_compose(["measurement_style=offical"]))

@@ -7,6 +7,9 @@ method did) to at least :data:`MIN_TILE` pixels.
 
 The grid of a run is built at its end from the per-image PNGs on disk and the PSNRs in its
 records, so a resumed run's grid shows every image, not only those its last process computed.
+
+``measurement_style=official`` shows (and saves as ``images/*_measurement.png``) the official
+DDRM code's ``y0_<i>.png`` picture instead of y as an image: see :func:`official_y0`.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
+from ddrm_exp.config import MEASUREMENT_STYLES
 from ddrm_exp.metrics.image import to_unit
 
 log = logging.getLogger(__name__)
@@ -41,6 +45,9 @@ TITLES = {
     "restored": "restored",
     "original": "original",
 }
+# measurement_style=official: the measurement column is the official code's y0 picture, which is
+# H⁺y for some operators, so it is not called "y".
+OFFICIAL_TITLES = {"measurement": "y0 (official)", "merged": "y0 = H⁺y"}
 
 
 @dataclass
@@ -50,18 +57,74 @@ class GridRow:
     name: str
     tiles: dict[str, Tensor]
     psnr: dict[str, float | None] = field(default_factory=dict)
+    # Column titles other than TITLES' (the first row's are used), e.g. OFFICIAL_TITLES.
+    titles: dict[str, str] = field(default_factory=dict)
 
 
-def measurement_image(operator: Any, y: Tensor, shape: Sequence[int]) -> Tensor | None:
+def style_of(cfg: Any) -> str:
+    """The run's ``measurement_style`` (``labelled`` where a config predates the option)."""
+    style = str(cfg.get("measurement_style", "labelled"))
+    if style not in MEASUREMENT_STYLES:  # validate() refuses it first; a direct caller here
+        raise ValueError(f"measurement_style must be one of {MEASUREMENT_STYLES}, got {style!r}")
+    return style
+
+
+def titles_of(style: str) -> dict[str, str]:
+    return dict(OFFICIAL_TITLES) if style == "official" else {}
+
+
+def official_y0(operator: Any, y: Tensor, shape: Sequence[int]) -> Tensor:
+    """The picture the official DDRM code saves as ``y0_<i>.png`` for one image's ``y``.
+
+    As in its ``runners/diffusion.py``: ``H⁺y``, except for ``deblur_uni`` and
+    ``deblur_gauss``, where it is the measurement itself; for ``color``, the grey measurement
+    repeated in three channels; for ``inp*``, ``H⁺y`` with the missing pixels set to −1
+    (black). So the official shows ``H⁺y`` for super-resolution, compressed sensing and also
+    ``deblur_aniso`` (its ``Deblurring2D``, a blur with two different kernels), and this does
+    too. Blurs the official code does not have (``blur2d``, the FFT blur) show y, as its two
+    one-kernel blurs do. The missing pixels are set with a mask rather than the official
+    ``+ H⁺(H 1) − 1``, whose float round-off would move the kept ones by up to 6e-8.
+    """
+    from ddrm_exp.degradations.colorization import Colorization
+    from ddrm_exp.degradations.inpainting import Masking
+    from ddrm_exp.degradations.separable import Deblurring
+
+    c, h, w = (int(s) for s in shape)
+    y = y.detach().reshape(-1)
+    pinv = operator.H_pinv(y.unsqueeze(0)).reshape(c, h, w)
+    if isinstance(operator, Masking):
+        kept = operator.mask.to(pinv.device).reshape(1, h, w).expand(c, h, w)
+        return torch.where(kept, pinv, torch.full_like(pinv, -1.0)).cpu()
+    if isinstance(operator, Colorization):
+        return y.reshape(1, h, w).repeat(3, 1, 1).cpu()
+    if isinstance(operator, Deblurring) and not _one_kernel(operator):
+        return pinv.cpu()  # the official Deblurring2D (--deg deblur_aniso)
+    if y.numel() == c * h * w:
+        return y.reshape(c, h, w).cpu()
+    return pinv.cpu()
+
+
+def _one_kernel(operator: Any) -> bool:
+    """Whether a separable blur uses one kernel on both axes (the official ``Deblurring``)."""
+    rows, cols = operator.kernel_rows, operator.kernel_cols
+    return rows.shape == cols.shape and bool(torch.equal(rows, cols))
+
+
+def measurement_image(
+    operator: Any, y: Tensor, shape: Sequence[int], style: str = "labelled"
+) -> Tensor | None:
     """The measurement ``y`` (one image's, flat) as a picture, or None when it is not one.
 
     A blur or noise keeps the image's layout; colorization gives one grey value per pixel; a
     separable downsampling gives a smaller image on its ``out_hw`` grid; a mask keeps some
     pixels, shown as ``H⁺y`` (the kept pixels in place, grey elsewhere). Compressed sensing
-    coefficients are not a picture.
+    coefficients are not a picture. ``style="official"``: the official code's picture instead
+    (:func:`official_y0`), which every operator has.
     """
     from ddrm_exp.degradations.inpainting import Masking
 
+    if style == "official":
+        return official_y0(operator, y, shape)
     c, h, w = (int(s) for s in shape)
     y = y.detach().reshape(-1)
     if isinstance(operator, Masking):
@@ -159,10 +222,11 @@ def render_rows(rows: Sequence[GridRow], titles: bool = True) -> Image.Image:
     canvas = Image.new("RGB", (len(kinds) * (tw + GAP) + GAP, top + len(rows) * row_h), "white")
     draw = ImageDraw.Draw(canvas)
     font = _font()
+    names = {**TITLES, **rows[0].titles}
     for c, kind in enumerate(kinds):
         x0 = GAP + c * (tw + GAP)
         if titles:
-            draw.text((x0 + 2, 3), _fit(TITLES[kind], tw - 4, font), fill="black", font=font)
+            draw.text((x0 + 2, 3), _fit(names[kind], tw - 4, font), fill="black", font=font)
         for r, row in enumerate(rows):
             y0 = top + r * row_h
             tile = row.tiles.get("pinv" if kind == "merged" else kind)
@@ -236,21 +300,25 @@ def grid_row(
     pinv: Tensor,
     restored: Tensor,
     psnr: Mapping[str, float | None],
+    style: str = "labelled",
 ) -> GridRow:
     """A grid row held in memory (used where the per-image PNGs are not saved)."""
     tiles = {"pinv": pinv, "restored": restored, "original": original}
     tiles = {k: v.detach().float().cpu() for k, v in tiles.items()}
-    y_image = measurement_image(operator, y, original.shape)
+    y_image = measurement_image(operator, y, original.shape, style)
     if y_image is not None:
         tiles["measurement"] = y_image.float()
-    return GridRow(name, tiles, dict(psnr))
+    return GridRow(name, tiles, dict(psnr), titles_of(style))
 
 
-def save_measurement(operator: Any, y: Tensor, shape: Sequence[int], path: Path) -> None:
-    """Save one image's measurement as a PNG (at its own size) where it is a picture."""
+def save_measurement(
+    operator: Any, y: Tensor, shape: Sequence[int], path: Path, style: str = "labelled"
+) -> None:
+    """Save one image's measurement as a PNG (at its own size) where it is a picture; with
+    ``style="official"`` the official code's y0 picture (:func:`official_y0`)."""
     from ddrm_exp.tracking.files import save_png
 
-    y_image = measurement_image(operator, y, shape)
+    y_image = measurement_image(operator, y, shape, style)
     if y_image is not None:
         save_png(y_image, path)
 
@@ -261,11 +329,13 @@ def write_run_grid(
     memory_rows: Mapping[int, GridRow],
     max_images: int,
     path: Path,
+    measurement_style: str = "labelled",
 ) -> bool:
     """The run's grid: its first ``max_images`` images by dataset index, whoever computed them.
 
     Each image comes from its saved PNGs (so the images a resumed run found done are shown
     too), else from the rows this process kept in memory; one with neither is left out.
+    ``measurement_style`` titles the measurement column (the PNG on disk is in that style).
     Returns whether a grid was written.
     """
     from ddrm_exp.blind import measurement_png_path
@@ -279,6 +349,8 @@ def write_run_grid(
         paths = {**image_paths(out_dir, index, name)}
         paths["measurement"] = measurement_png_path(out_dir, index, name)
         from_disk = rows_from_disk({index: paths}, {index: record})
+        for row in from_disk:
+            row.titles = titles_of(measurement_style)
         if from_disk:
             rows += from_disk
         elif index in memory_rows:

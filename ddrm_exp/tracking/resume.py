@@ -39,6 +39,7 @@ _NEUTRAL = (
     "batch_size",
     "save_images",
     "grid_max_images",
+    "measurement_style",  # how images/*_measurement.png shows y, not what is computed
     "dataset.limit",
     # Which files a folder dataset leaves out; the input check refuses results of other files.
     "dataset.skip_unreadable",

@@ -47,6 +47,7 @@ from ddrm_exp.runner import (
     image_generator,
     image_paths,
     measure,
+    measurement_style,
     setup,
 )
 from ddrm_exp.samplers.ddrm import WarmStart, timestep_sequence, warm_schedule
@@ -116,6 +117,7 @@ class VideoRun:
         self.seed = int(cfg.seed)
         self.metrics = Metrics(cfg, s.device)
         self.grid_rows: dict[int, figures.GridRow] = {}
+        self.style = measurement_style(cfg, s.plan)
 
     # ---- one batch of frames (one per sequence) -------------------------------------------
     def restore(
@@ -208,11 +210,11 @@ class VideoRun:
             Image.fromarray(figures.panel(shown)).save(path)
             if cfg.save_images and plan is None:  # a blind plan saves its own
                 where = measurement_png_path(self.out_dir, index, name)
-                figures.save_measurement(batch_op, y[j], x.shape[1:], where)
+                figures.save_measurement(batch_op, y[j], x.shape[1:], where, self.style)
             if len(self.grid_rows) < int(cfg.grid_max_images):
                 psnrs = {"pinv": baseline_m[j]["psnr"], "restored": restored_m[j]["psnr"]}
                 self.grid_rows[index] = figures.grid_row(
-                    name, batch_op, y[j], x[j], baseline[j], x_hat[j], psnrs
+                    name, batch_op, y[j], x[j], baseline[j], x_hat[j], psnrs, self.style
                 )
             pair: dict[str, float | None] = {
                 "flicker": None,
@@ -420,7 +422,12 @@ def run_video(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
         seq_summaries = [job.finish_sequence(seq, merged, tracker) for seq in sequences]
         write_json_atomic(out_dir / SEQUENCES_NAME, seq_summaries)
         grid = figures.write_run_grid(
-            out_dir, merged, job.grid_rows, int(cfg.grid_max_images), out_dir / GRID_NAME
+            out_dir,
+            merged,
+            job.grid_rows,
+            int(cfg.grid_max_images),
+            out_dir / GRID_NAME,
+            job.style,
         )
         records = [merged[i] for i in sorted(merged)]
         summary = build_summary(
