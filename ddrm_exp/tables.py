@@ -15,6 +15,7 @@ import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -82,8 +83,10 @@ def _config_degradation(run_dir: Path) -> tuple[str | None, dict[str, Any]] | No
     return fingerprint, params
 
 
-def _group_keys(group: str, option: str) -> set[str]:
-    """The keys ``conf/<group>/<option>.yaml`` has today; empty for an option not there."""
+@lru_cache(maxsize=64)
+def _group_keys(group: str, option: str) -> frozenset[str]:
+    """The keys ``conf/<group>/<option>.yaml`` has today; empty for an option not there.
+    Cached: it is asked once per record of a degradation without some later-added key."""
     from omegaconf import DictConfig, OmegaConf
 
     from ddrm_exp.paths import CONF_DIR
@@ -91,8 +94,8 @@ def _group_keys(group: str, option: str) -> set[str]:
     try:
         node = OmegaConf.load(CONF_DIR / group / f"{option}.yaml")
     except Exception:  # noqa: BLE001 - not one of the project's options (or not a file)
-        return set()
-    return {str(k) for k in node.keys()} if isinstance(node, DictConfig) else set()
+        return frozenset()
+    return frozenset(str(k) for k in node.keys()) if isinstance(node, DictConfig) else frozenset()
 
 
 def degradation_settings(
