@@ -1,126 +1,257 @@
-"""Which prior restores the held-out sample photos better under the same sampler and seeds?
+"""Which prior restores photos it has never seen better, under the same sampler and seeds?
 
-    python scripts/prior_quality.py                       # tiny vs gaussian, the five tasks
-    python scripts/prior_quality.py --priors tiny gaussian --seeds 4 --out table.md
-    python scripts/prior_quality.py --checkpoint run/tiny.safetensors   # other weights for tiny
+    python scripts/prior_quality.py --data test            # the corpus' test split (report here)
+    python scripts/prior_quality.py --data samples --seeds 4   # the four held-out sample photos
+    python scripts/prior_quality.py --data val --checkpoints RUN/snapshots/*.safetensors
+    python scripts/prior_quality.py --unconditional grid.png   # the prior's own samples
 
-DDRM at 20 NFE (η = 0.85, η_b = 1) on the held-out photos, each restored with ``--seeds``
-different noise draws; the same measurement and the same sampler noise for every prior (seeded
-per image as the runner does). Prints mean PSNR ± 95 % CI per prior and task, the paired
-difference of the first two priors with its CI, and the H⁺y baseline (for colorization, the
-grey image).
+``--data``: ``samples`` (scikit-image's held-out astronaut, chelsea, coffee, rocket), ``val`` or
+``test`` (``<corpus>/eval/<split>`` of a corpus built by ``scripts/build_corpus.py``; choose
+snapshots and defaults on ``val``, report on ``test``), or any directory of images.
+
+DDRM at 20 NFE (η = 0.85, η_b = 1) on the seven tasks below, each image restored with ``--seeds``
+noise draws; the same measurement and sampler noise for every prior (seeded per image as the
+runner does). Prints mean PSNR ± 95 % CI per prior and task, the ``H⁺y`` baseline (for
+colorization, the grey image) and the paired difference of the first two priors twice: over
+images × seeds, and over *pictures* (each picture's views and seeds averaged first; a corpus
+image is named ``<source>__<picture>__<view>``), the honest one where views of one picture are
+not independent.
+
+``--checkpoints`` scores several weights of the first prior (e.g. training snapshots) against the
+second and prints one line each; the rule the model card uses to choose among them: the most
+tasks with a positive mean difference, ties broken by the mean difference over the tasks.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import torch
-import yaml
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
+from torch import Tensor
 
+from ddrm_exp.datasets.folder import ImageFolderDataset
+from ddrm_exp.datasets.samples import SampleImages
 from ddrm_exp.metrics import format_stat, mean_ci, psnr
+from ddrm_exp.models.base import DiffusionPrior
 from ddrm_exp.paths import CONF_DIR
 from ddrm_exp.runner import STREAM_MEASUREMENT, STREAM_SAMPLER, image_generator, measure
 from ddrm_exp.samplers import DDRM
+from ddrm_exp.samplers.ddrm import timestep_sequence
 
+# (degradation, σ_y): the five tasks of the first quality table, plus compressed sensing and a
+# box hole, which leave the most to the prior.
 TASKS = [
     ("sr4", 0.05),
     ("deblur_gauss", 0.05),
     ("inpaint_random", 0.0),
     ("denoise", 0.1),
     ("colorize", 0.0),
+    ("cs4", 0.05),
+    ("inpaint_box", 0.0),
 ]
+
+
+def compose_cfg(overrides: list[str]) -> Any:
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides)
+
+
+def load_images(data: str, corpus: Path, size: int) -> tuple[Tensor, list[str], list[str]]:
+    """Images in [-1, 1], their names, and the picture each belongs to."""
+    if data == "samples":
+        dataset: Any = SampleImages(size, split="heldout")
+    else:
+        root = corpus / "eval" / data if data in ("val", "test") else Path(data)
+        if not root.is_dir():
+            sys.exit(
+                f"prior_quality: error: {root} is not a directory; build the corpus with "
+                "'python scripts/build_corpus.py' or pass --data samples or a folder."
+            )
+        dataset = ImageFolderDataset(size, root=root)
+    items = [dataset[i] for i in range(len(dataset))]
+    names = [str(item["name"]) for item in items]
+    pictures = [n.rsplit("__", 1)[0] if n.count("__") >= 2 else n for n in names]
+    return torch.stack([item["image"] for item in items]), names, pictures
+
+
+def load_prior(name: str, checkpoint: str | None, device: torch.device) -> DiffusionPrior:
+    cfg = compose_cfg([f"model={name}"])
+    if checkpoint:
+        cfg.model.checkpoint = checkpoint
+    return instantiate(cfg.model).to(device).eval()
+
+
+def restore_scores(
+    priors: dict[str, DiffusionPrior], x: Tensor, seeds: int, timesteps: int, device: torch.device
+) -> dict[str, dict[str, list[float]]]:
+    """PSNR per task and prior (and H⁺y), listed seed-major: [seed 0 images..., seed 1 ...]."""
+    size = x.shape[-1]
+    sampler = DDRM(timesteps, 0.85, 1.0)
+    out: dict[str, dict[str, list[float]]] = {}
+    for task, sigma_y in TASKS:
+        op = instantiate(
+            compose_cfg([f"degradation={task}"]).degradation, shape=(3, size, size), device=device
+        )
+        scores: dict[str, list[float]] = defaultdict(list)
+        for seed in range(seeds):
+            idx = range(len(x))
+            y = measure(op, x, sigma_y, [image_generator(seed, i, STREAM_MEASUREMENT) for i in idx])
+            scores["H⁺y"] += psnr(op.H_pinv(y).view_as(x), x)
+            for name, prior in priors.items():
+                gens = [image_generator(seed, i, STREAM_SAMPLER) for i in idx]
+                scores[name] += psnr(sampler.sample(prior, op, y, sigma_y, generator=gens).x0, x)
+        out[f"{task} (σ_y={sigma_y})"] = dict(scores)
+        print(f"done {task}", file=sys.stderr)
+    return out
+
+
+def by_picture(values: list[float], pictures: list[str]) -> list[float]:
+    """Each picture's mean over its views and seeds (values are seed-major over the images)."""
+    groups: dict[str, list[float]] = defaultdict(list)
+    for k, v in enumerate(values):
+        groups[pictures[k % len(pictures)]].append(v)
+    return [sum(g) / len(g) for g in groups.values()]
+
+
+def paired(a: list[float], b: list[float]) -> list[float]:
+    return [u - v for u, v in zip(a, b, strict=True)]
+
+
+def quality_table(
+    scores: dict[str, dict[str, list[float]]], names: list[str], pictures: list[str], title: str
+) -> str:
+    header = ["task", *names, "H⁺y"]
+    if len(names) >= 2:
+        header += [f"{names[0]} − {names[1]} (images × seeds)", "… (by picture)"]
+    lines = [title, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for task, s in scores.items():
+        cells = [task, *(format_stat(mean_ci(s[n])) for n in [*names, "H⁺y"])]
+        if len(names) >= 2:
+            diff = paired(s[names[0]], s[names[1]])
+            cells += [format_stat(mean_ci(diff)), format_stat(mean_ci(by_picture(diff, pictures)))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def snapshot_line(path: str, scores: dict[str, dict[str, list[float]]], a: str, b: str) -> dict:
+    diffs = {t: mean_ci(paired(s[a], s[b]))["mean"] for t, s in scores.items()}
+    return {
+        "checkpoint": path,
+        "diff": diffs,
+        "wins": sum(d > 0 for d in diffs.values()),
+        "mean_diff": sum(diffs.values()) / len(diffs),
+    }
+
+
+@torch.no_grad()
+def unconditional(prior: DiffusionPrior, n: int, steps: int, seed: int) -> Tensor:
+    """Ancestral DDIM (η = 1) samples of the prior alone, on DDRM's step schedule."""
+    abar = prior.schedule.alphas_cumprod.float()
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, *prior.shape, generator=gen)
+    seq = timestep_sequence(steps, prior.schedule.num_timesteps)
+    x0 = x
+    for i, t in reversed(list(enumerate(seq))):
+        a_t = abar[t]
+        a_next = abar[seq[i - 1]] if i > 0 else torch.tensor(1.0)
+        eps = prior.eps(x, torch.full((n,), float(t)))
+        x0 = ((x - (1 - a_t).sqrt() * eps) / a_t.sqrt()).clamp(-1, 1)
+        if i == 0:
+            break
+        sigma = ((1 - a_next) / (1 - a_t) * (1 - a_t / a_next)).sqrt()
+        noise = torch.randn(x.shape, generator=gen)
+        x = a_next.sqrt() * x0 + (1 - a_next - sigma**2).sqrt() * eps + sigma * noise
+    return x0
+
+
+def save_unconditional(prior: DiffusionPrior, path: Path, n: int = 16) -> None:
+    from torchvision.utils import make_grid, save_image
+
+    rows = [unconditional(prior, n, steps, seed=0) for steps in (20, 100)]
+    grid = make_grid(torch.cat(rows), nrow=n // 2, padding=2, pad_value=1.0)
+    grid = torch.nn.functional.interpolate(grid[None], scale_factor=2, mode="nearest")[0]
+    save_image((grid + 1) / 2, str(path))
+    print(f"unconditional samples (top half: 20 steps, bottom half: 100 steps) in {path}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
+    parser.add_argument("--data", default="test", help="samples | val | test | a folder")
+    parser.add_argument("--corpus", type=Path, default=Path("data/corpus"))
     parser.add_argument("--priors", nargs="+", default=["tiny", "gaussian"])
-    parser.add_argument("--seeds", type=int, default=4, help="noise draws per image")
+    parser.add_argument("--seeds", type=int, default=2, help="noise draws per image")
     parser.add_argument("--timesteps", type=int, default=20)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--clip-x0", action="store_true", help="clip_x0=true for all priors")
-    parser.add_argument("--out", type=Path, default=None, help="also write the Markdown table here")
+    parser.add_argument("--checkpoint", default=None, help="weights for the first prior")
     parser.add_argument(
-        "--checkpoint", default=None, help="weights for the first prior (model.checkpoint=PATH)"
-    )
-    parser.add_argument(
-        "--set",
+        "--checkpoints",
         nargs="*",
-        default=[],
-        metavar="KEY=VALUE",
-        help="model config overrides for the first prior, e.g. --set prediction=v",
+        default=None,
+        help="score each of these weights of the first prior (snapshot choice)",
+    )
+    parser.add_argument("--out", type=Path, default=None, help="also write the table here")
+    parser.add_argument("--json", type=Path, default=None, help="per-image scores as JSON")
+    parser.add_argument(
+        "--unconditional",
+        type=Path,
+        default=None,
+        help="write a grid of the first prior's own samples here and stop",
     )
     args = parser.parse_args()
-
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfgs = {p: compose(config_name="config", overrides=[f"model={p}"]) for p in args.priors}
-    if args.checkpoint:
-        cfgs[args.priors[0]].model.checkpoint = args.checkpoint
-    for item in args.set:
-        key, _, value = item.partition("=")
-        OmegaConf.update(cfgs[args.priors[0]].model, key, yaml.safe_load(value), merge=False)
-    sizes = {int(c.model.image_size) for c in cfgs.values()}
-    if len(sizes) != 1:
-        sys.exit(f"priors have different image sizes {sizes}; compare priors of one size")
-    size = sizes.pop()
     device = torch.device(args.device)
-    first = next(iter(cfgs.values()))
-    data = instantiate(first.dataset, image_size=(size, size))
-    x = torch.stack([data[i]["image"] for i in range(len(data))]).to(device)
-    priors = {p: instantiate(c.model).to(device).eval() for p, c in cfgs.items()}
-    sampler = DDRM(args.timesteps, 0.85, 1.0, clip_x0=args.clip_x0)
 
-    rows = []
-    for task, sigma_y in TASKS:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            deg = compose(config_name="config", overrides=[f"degradation={task}"]).degradation
-        op = instantiate(deg, shape=(3, size, size), device=device)
-        scores: dict[str, list[float]] = {p: [] for p in priors}
-        scores["H⁺y"] = []
-        for seed in range(args.seeds):
-            idx = range(len(data))
-            y = measure(op, x, sigma_y, [image_generator(seed, i, STREAM_MEASUREMENT) for i in idx])
-            scores["H⁺y"] += psnr(op.H_pinv(y).view_as(x), x)
-            for name, prior in priors.items():
-                gens = [image_generator(seed, i, STREAM_SAMPLER) for i in idx]
-                x_hat = sampler.sample(prior, op, y, sigma_y, generator=gens).x0
-                scores[name] += psnr(x_hat, x)
-        row = {"task": f"{task} (σ_y={sigma_y})"}
-        row.update({name: mean_ci(v) for name, v in scores.items()})
-        if len(args.priors) >= 2:
-            a, b = args.priors[:2]
-            row["diff"] = mean_ci([u - v for u, v in zip(scores[a], scores[b], strict=True)])
-        rows.append(row)
-        print(f"done {task}", file=sys.stderr)
+    first = load_prior(args.priors[0], args.checkpoint, device)
+    if args.unconditional:
+        save_unconditional(first, args.unconditional)
+        return
+    size = first.image_size[0]
+    x, names, pictures = load_images(args.data, args.corpus, size)
+    x = x.to(device)
+    others = {p: load_prior(p, None, device) for p in args.priors[1:]}
 
-    names = [*args.priors, "H⁺y"]
-    header = ["task", *names] + (
-        [f"{args.priors[0]} − {args.priors[1]}"] if len(args.priors) >= 2 else []
+    if args.checkpoints:
+        a, b = args.priors[:2]
+        base = restore_scores(others, x, args.seeds, args.timesteps, device)
+        lines = []
+        for path in args.checkpoints:
+            s = restore_scores(
+                {a: load_prior(a, path, device)}, x, args.seeds, args.timesteps, device
+            )
+            merged = {t: {**base[t], **s[t]} for t in s}
+            line = snapshot_line(path, merged, a, b)
+            lines.append(line)
+            print(json.dumps(line), flush=True)
+        best = max(lines, key=lambda r: (r["wins"], r["mean_diff"]))
+        print(f"chosen (most tasks won, then mean difference): {best['checkpoint']}")
+        return
+
+    priors = {args.priors[0]: first, **others}
+    scores = restore_scores(priors, x, args.seeds, args.timesteps, device)
+    title = (
+        f"PSNR (dB) on `--data {args.data}`: {len(x)} images of {len(set(pictures))} pictures × "
+        f"{args.seeds} seeds, {size}×{size}, DDRM {args.timesteps} steps, η=0.85, η_b=1; "
+        "mean ± half-width of the 95 % CI (Student t; n = images × seeds, or pictures)"
     )
-    lines = [
-        f"PSNR (dB), mean ± 95 % CI over {len(data)} held-out photos × {args.seeds} seeds, "
-        f"{size}×{size}, DDRM {args.timesteps} steps, η=0.85, η_b=1"
-        + (", clip_x0" if args.clip_x0 else ""),
-        "",
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
-    ]
-    for row in rows:
-        cells = [row["task"], *(format_stat(row[n]) for n in names)]
-        if "diff" in row:
-            cells.append(format_stat(row["diff"]))
-        lines.append("| " + " | ".join(cells) + " |")
-    table = "\n".join(lines)
+    table = quality_table(scores, args.priors, pictures, title)
     print(table)
     if args.out:
         args.out.write_text(table + "\n")
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {"names": names, "pictures": pictures, "seeds": args.seeds, "scores": scores}
+            )
+            + "\n"
+        )
 
 
 if __name__ == "__main__":
