@@ -1,5 +1,6 @@
-"""Train a small DDPM prior on the photos scikit-image ships (never the held-out ones).
+"""Train a small DDPM prior on the photo corpus' train split, or the scikit-image photos.
 
+    python scripts/train_prior.py data.corpus=data/corpus  # scripts/build_corpus.py's train split
     python scripts/train_prior.py                          # model=tiny, resumes if state exists
     python scripts/train_prior.py train.steps=40000 train.batch_size=32 device=cuda
     python scripts/train_prior.py export=ddrm_exp/assets/tiny.safetensors   # write EMA weights

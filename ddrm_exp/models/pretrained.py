@@ -8,6 +8,7 @@ through the registry entry), loaded without running code, and loaded into the ne
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -60,8 +61,13 @@ def locate_weights(
     checkpoint: str | None,
     cache_dir: str | Path,
     download: bool,
+    bundled_md5: str | None = None,
 ) -> Path:
-    """An explicit checkpoint, else the bundled asset, else the registry (cache or download)."""
+    """An explicit checkpoint, else the bundled asset, else the registry (cache or download).
+
+    ``bundled_md5`` pins which bundled weights the config describes: it is part of the run's
+    config hash, so results of earlier weights are never resumed as if they were these.
+    """
     from ddrm_exp.models.checkpoints import resolve_checkpoint
 
     if checkpoint is None and bundled:
@@ -71,6 +77,14 @@ def locate_weights(
                 f"The bundled weights of model={name} are missing ({path}); reinstall the "
                 "package or retrain them with scripts/train_prior.py (see its model card)."
             )
+        if bundled_md5 is not None:
+            digest = hashlib.md5(path.read_bytes()).hexdigest()
+            if digest != bundled_md5:
+                raise ConfigError(
+                    f"The bundled weights {path} have md5 {digest}, but model={name} expects "
+                    f"{bundled_md5} (model.bundled_md5): the file was replaced or damaged. "
+                    "Reinstall the package, or pass other weights with model.checkpoint=PATH."
+                )
         return path
     if checkpoint is None and weights is None:
         raise ConfigError(f"model={name} names no weights: set model.checkpoint=/path/to/file.")
@@ -88,6 +102,7 @@ def build_pretrained_prior(
     download: bool = True,
     fp16: bool = False,
     bundled: str | None = None,
+    bundled_md5: str | None = None,
     schedule: Mapping[str, Any] | None = None,
     trained_image_size: int | None = None,
     prediction: str = "eps",
@@ -110,7 +125,7 @@ def build_pretrained_prior(
             f"model.prediction={prediction!r} must be one of {', '.join(PREDICTIONS)}."
         )
     net = build_network(arch, int(image_size), network or {})
-    path = locate_weights(name, weights, bundled, checkpoint, cache_dir, download)
+    path = locate_weights(name, weights, bundled, checkpoint, cache_dir, download, bundled_md5)
     state = load_state_dict(path)
     try:
         net.load_state_dict(state, strict=True)
