@@ -291,8 +291,9 @@ def run_rank1(args: argparse.Namespace) -> None:
 def build_estimator(option: str, kernel_size: int, timesteps: int | None = None) -> Any:
     """The object of ``conf/kernel_estimator/<option>.yaml`` for this kernel size."""
     cfg = OmegaConf.load(CONF / "kernel_estimator" / f"{option}.yaml")
+    # Every estimator has one top-level kernel_size (classical_local's cells follow it).
+    cfg.kernel_size = kernel_size
     node = cfg.inner if "inner" in cfg else cfg
-    node.kernel_size = kernel_size
     if "num_threads" in node:
         node.num_threads = 1
     if timesteps is not None:
