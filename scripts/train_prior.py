@@ -220,6 +220,8 @@ def train(cfg: DictConfig) -> None:
         )
     size = int(model_cfg.image_size)
     tc = cfg.train
+    # The data first: a held-out split or a missing corpus fails before anything is written.
+    photos, gray = training_photos(cfg.data)
     device = resolve_device(cfg.device)
     if tc.threads:
         torch.set_num_threads(int(tc.threads))
@@ -235,7 +237,6 @@ def train(cfg: DictConfig) -> None:
     opt = torch.optim.AdamW(net.parameters(), lr=float(tc.lr), weight_decay=0.0)
     schedule = Schedule.linear()
     abar = schedule.alphas_cumprod.float().to(device)
-    photos, gray = training_photos(cfg.data)
     crops = CropSampler(
         photos,
         size,
