@@ -32,15 +32,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
 from torch import Tensor
 
+import ddrm_exp
 from ddrm_exp.datasets.folder import ImageFolderDataset
 from ddrm_exp.datasets.samples import SampleImages
 from ddrm_exp.metrics import format_stat, mean_ci, psnr
 from ddrm_exp.models.base import DiffusionPrior
-from ddrm_exp.paths import CONF_DIR
 from ddrm_exp.runner import STREAM_MEASUREMENT, STREAM_SAMPLER, image_generator, measure
 from ddrm_exp.samplers import DDRM
 from ddrm_exp.samplers.ddrm import timestep_sequence
@@ -56,11 +54,6 @@ TASKS = [
     ("cs4", 0.05),
     ("inpaint_box", 0.0),
 ]
-
-
-def compose_cfg(overrides: list[str]) -> Any:
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="config", overrides=overrides)
 
 
 def load_images(data: str, corpus: Path, size: int) -> tuple[Tensor, list[str], list[str]]:
@@ -82,10 +75,9 @@ def load_images(data: str, corpus: Path, size: int) -> tuple[Tensor, list[str], 
 
 
 def load_prior(name: str, checkpoint: str | None, device: torch.device) -> DiffusionPrior:
-    cfg = compose_cfg([f"model={name}"])
-    if checkpoint:
-        cfg.model.checkpoint = checkpoint
-    return instantiate(cfg.model).to(device).eval()
+    """``model=<name>``, with other weights of the same architecture where given."""
+    options = {"checkpoint": checkpoint} if checkpoint else {}
+    return ddrm_exp.load_prior(name, device=device, **options)
 
 
 def restore_scores(
@@ -96,9 +88,7 @@ def restore_scores(
     sampler = DDRM(timesteps, 0.85, 1.0)
     out: dict[str, dict[str, list[float]]] = {}
     for task, sigma_y in TASKS:
-        op = instantiate(
-            compose_cfg([f"degradation={task}"]).degradation, shape=(3, size, size), device=device
-        )
+        op = ddrm_exp.load_operator(task, image_size=size, device=device)
         scores: dict[str, list[float]] = defaultdict(list)
         for seed in range(seeds):
             idx = range(len(x))
@@ -208,15 +198,17 @@ def main() -> None:
     )
     args = parser.parse_args()
     device = torch.device(args.device)
+    if args.checkpoints and len(args.priors) < 2:
+        sys.exit("prior_quality: error: --checkpoints compares against a second prior (--priors).")
 
-    first = load_prior(args.priors[0], args.checkpoint, device)
     if args.unconditional:
-        save_unconditional(first, args.unconditional)
+        save_unconditional(load_prior(args.priors[0], args.checkpoint, device), args.unconditional)
         return
-    size = first.image_size[0]
+    others = {p: load_prior(p, None, device) for p in args.priors[1:]}
+    first = None if args.checkpoints else load_prior(args.priors[0], args.checkpoint, device)
+    size = (first or next(iter(others.values()))).image_size[0]
     x, names, pictures = load_images(args.data, args.corpus, size)
     x = x.to(device)
-    others = {p: load_prior(p, None, device) for p in args.priors[1:]}
 
     if args.checkpoints:
         a, b = args.priors[:2]
@@ -234,6 +226,7 @@ def main() -> None:
         print(f"chosen (most tasks won, then mean difference): {best['checkpoint']}")
         return
 
+    assert first is not None
     priors = {args.priors[0]: first, **others}
     scores = restore_scores(priors, x, args.seeds, args.timesteps, device)
     title = (
