@@ -32,7 +32,7 @@ from ddrm_exp.datasets.samples import load_sample_photos
 from ddrm_exp.datasets.transforms import as_size
 from ddrm_exp.errors import ConfigError
 
-__all__ = ["VELOCITIES", "write_mini_bsd"]
+__all__ = ["VELOCITIES", "read_photo_folder", "write_mini_bsd"]
 
 # (dy, dx) pixels per frame, one per sequence (cycled): varied directions and lengths.
 VELOCITIES: tuple[tuple[int, int], ...] = (
@@ -63,6 +63,24 @@ def _crop(photo: np.ndarray, top: float, left: float, h: int, w: int) -> np.ndar
     return photo[y : y + h, x : x + w]
 
 
+def read_photo_folder(folder: str | os.PathLike[str]) -> list[tuple[str, np.ndarray]]:
+    """The colour photos of ``folder`` (sorted by file name) as ``(stem, H x W x 3 uint8)``."""
+    path = Path(os.fspath(folder))
+    if not path.is_dir():
+        raise ConfigError(f"--photos {path}: no such folder.")
+    photos = []
+    for file in sorted(path.iterdir()):
+        if file.suffix.lower() not in {".png", ".jpg", ".jpeg"}:
+            continue
+        with Image.open(file) as img:
+            if img.mode in ("L", "LA", "I", "I;16", "1"):
+                continue  # BSD is colour video
+            photos.append((file.stem, np.asarray(img.convert("RGB"), dtype=np.uint8)))
+    if not photos:
+        raise ConfigError(f"--photos {path}: no colour png/jpg photos in it.")
+    return photos
+
+
 def write_mini_bsd(
     root: str | os.PathLike[str],
     sequences: int = 2,
@@ -71,12 +89,15 @@ def write_mini_bsd(
     exposure: str = "1ms8ms",
     split: str = "test",
     motion: bool = True,
+    photos: Sequence[tuple[str, np.ndarray]] | None = None,
 ) -> Path:
     """Write ``root/BSD_<exposure>/<split>/<seq>/{Blur,Sharp}/RGB/<frame>.png``.
 
     ``size`` is (H, W) of every frame. Sequences are named ``000``, ``001``...; frames
     ``00000000.png``, ... as in BSD. With ``motion=False`` the Blur frames are copies of the
     Sharp ones (the crop still pans), which makes pairing and cropping easy to check.
+    ``photos`` (``(name, H x W x 3 uint8)`` pairs, one per sequence, cycled) replaces the
+    bundled ``train`` sample photos, e.g. to build trees from held-out photos (``--photos``).
     Returns the ``<split>`` directory. Deterministic: the same arguments give the same files.
     """
     if isinstance(sequences, bool) or not isinstance(sequences, int) or sequences < 1:
@@ -88,7 +109,10 @@ def write_mini_bsd(
     if split not in BSD_SPLITS:
         raise ConfigError(f"split={split!r} must be one of {', '.join(BSD_SPLITS)}.")
     h, w = as_size(size)
-    photos = load_sample_photos("train")
+    if photos is None:
+        photos = load_sample_photos("train")
+    if not photos:
+        raise ConfigError("photos is empty: give at least one photo to pan across.")
     split_dir = Path(os.fspath(root)) / f"BSD_{exposure}" / split
     for s in range(sequences):
         _, photo = photos[s % len(photos)]
@@ -138,8 +162,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--no-motion", action="store_true", help="Blur frames are copies of the Sharp frames"
     )
+    parser.add_argument(
+        "--photos",
+        default=None,
+        help="a folder of photos (png/jpg, sorted by name, greyscale ones skipped) to pan "
+        "across instead of the bundled train sample photos",
+    )
     args = parser.parse_args(argv)
     try:
+        photos = None if args.photos is None else read_photo_folder(args.photos)
         split_dir = write_mini_bsd(
             args.out_dir,
             sequences=args.sequences,
@@ -148,6 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             exposure=args.exposure,
             split=args.split,
             motion=not args.no_motion,
+            photos=photos,
         )
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
