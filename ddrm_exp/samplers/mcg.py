@@ -32,6 +32,7 @@ across steps, so memory is that of one backward pass through the network.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -62,6 +63,28 @@ def measurement_loss(
     return per_image.sum()
 
 
+def denoiser_gradient(
+    prior: DiffusionPrior,
+    x_t: Tensor,
+    t: Tensor,
+    alpha_bar_t: float,
+    objective: Callable[[Tensor], Tensor],
+) -> tuple[Tensor, Tensor]:
+    """(ε̂(x_t, t), ∂ objective(x̂_0(x_t)) / ∂x_t), both detached; the graph is freed before
+    returning. One forward and one backward pass through the network.
+
+    ``objective`` maps x̂_0 (B, C, H, W) to a scalar; summed over the batch, each image's
+    gradient is that of its own term. A vector-Jacobian product ``Jᵀv`` of x̂_0 is the
+    gradient of ``(v.detach() * x̂_0).sum()`` (ΠGDM's guidance).
+    """
+    with torch.enable_grad():
+        x_in = x_t.detach().requires_grad_(True)
+        eps = prior.eps(x_in, t)
+        x0 = (x_in - math.sqrt(1.0 - alpha_bar_t) * eps) / math.sqrt(alpha_bar_t)
+        (grad,) = torch.autograd.grad(objective(x0), x_in)
+    return eps.detach(), grad.detach()
+
+
 def mcg_gradient(
     prior: DiffusionPrior,
     operator: HFunctions,
@@ -74,15 +97,12 @@ def mcg_gradient(
 ) -> tuple[Tensor, Tensor]:
     """(ε̂(x_t, t), ∂ loss / ∂x_t), both detached; the graph is freed before returning.
 
-    The loss sums over the batch, so each image's gradient is that of its own loss.
+    The loss sums over the batch, so each image's gradient is that of its own loss. DPS
+    (``samplers.dps``) uses it with ``norm="plain"``.
     """
-    with torch.enable_grad():
-        x_in = x_t.detach().requires_grad_(True)
-        eps = prior.eps(x_in, t)
-        x0 = (x_in - math.sqrt(1.0 - alpha_bar_t) * eps) / math.sqrt(alpha_bar_t)
-        loss = measurement_loss(operator, x0, y, norm, weighting)
-        (grad,) = torch.autograd.grad(loss, x_in)
-    return eps.detach(), grad.detach()
+    return denoiser_gradient(
+        prior, x_t, t, alpha_bar_t, lambda x0: measurement_loss(operator, x0, y, norm, weighting)
+    )
 
 
 class MCG(DDRM):
