@@ -161,7 +161,9 @@ class DDNM(XtSampler):
                 full, 1.0, torch.where(partial, sig * keep / torch.where(partial, tau, 1.0), 0.0)
             )
             d1 = torch.where(full, (sig**2 - tau**2).clamp_min(0.0).sqrt(), sig * eta)
-            d2 = torch.where(sp.measured, 0.0, sig * keep)
-        x0_hat_bar = x0_bar - lam * (x0_bar - sp.y_bar)
+            d2 = (sig * keep) * (~sp.measured).to(x0_bar.dtype)  # where() of two floats is float32
+        # (1-λ) x̄_0 + λ ȳ rather than x̄_0 − λ(x̄_0 − ȳ): where λ = 1 it is ȳ exactly, with no
+        # cancellation against the large x̄_0 of the noisiest steps.
+        x0_hat_bar = (1.0 - lam) * x0_bar + lam * sp.y_bar
         x_next_bar = a * x0_hat_bar + d1 * z_bar + d2 * eps_bar
         return operator.V(x_next_bar).reshape(x_t.shape), x0
