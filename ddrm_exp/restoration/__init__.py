@@ -1,0 +1,17 @@
+"""Restoration methods that are not diffusion samplers (the classical baselines of the tables)."""
+
+from ddrm_exp.restoration.classical import (
+    BORDERS,
+    RL_ITERATIONS,
+    WIENER_BALANCE,
+    richardson_lucy_deconvolve,
+    wiener_deconvolve,
+)
+
+__all__ = [
+    "BORDERS",
+    "RL_ITERATIONS",
+    "WIENER_BALANCE",
+    "richardson_lucy_deconvolve",
+    "wiener_deconvolve",
+]
