@@ -23,8 +23,8 @@ from torch.utils.data import DataLoader
 from ddrm_exp.config import instantiate_config
 from ddrm_exp.datasets import BSDDataset, BSDSyntheticDataset
 from ddrm_exp.datasets.bsd import blur_reflect, natural_key
+from ddrm_exp.datasets.bsd_mini import MOTION_FILE, read_motion, read_photo_folder, write_mini_bsd
 from ddrm_exp.datasets.bsd_mini import main as mini_main
-from ddrm_exp.datasets.bsd_mini import write_mini_bsd
 from ddrm_exp.errors import ConfigError
 from ddrm_exp.paths import CONF_DIR
 
@@ -110,7 +110,7 @@ def test_mini_tree_layout(tmp_path: Path) -> None:
         for kind in ("Blur", "Sharp")
         for t in range(3)
     }
-    assert _rel_files(tmp_path) == expected
+    assert _rel_files(tmp_path) == expected | {f"BSD_1ms8ms/test/{MOTION_FILE}"}
     for rel in expected:
         with Image.open(tmp_path / rel) as img:
             assert (img.mode, img.size) == ("RGB", (56, 40))
@@ -135,8 +135,96 @@ def test_mini_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rc = mini_main([str(out), "--sequences", "1", "--frames", "2", "--height", "32"])
     assert rc == 0
     assert "dataset.root=" in capsys.readouterr().out
-    assert len(_rel_files(out)) == 4
+    assert len(_rel_files(out)) == 5  # 2 frames x Blur/Sharp + motion.json
     assert mini_main([str(out), "--frames", "0"]) == 2
+
+
+def _convolve_valid(sharp: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """``Σ_q k[q] sharp[p - q + origin]`` on the pixels whose support lies inside the frame."""
+    r = kernel.shape[0] // 2
+    h, w = sharp.shape[:2]
+    out = np.zeros((h - 2 * r, w - 2 * r, 3))
+    for a in range(kernel.shape[0]):
+        for b in range(kernel.shape[1]):
+            if kernel[a, b]:
+                dy, dx = r - a, r - b  # p - q + origin
+                out += kernel[a, b] * sharp[r + dy : h - r + dy, r + dx : w - r + dx]
+    return out
+
+
+def test_mini_tree_knows_each_frames_kernel(mini_root: Path) -> None:
+    split_dir = mini_root / "BSD_1ms8ms" / "test"
+    motion = read_motion(split_dir)
+    assert sorted(motion) == ["000", "001", "002"]
+    for name, kernels in motion.items():
+        assert len(kernels) == 5
+        for t, k in enumerate(kernels):
+            assert k.shape[0] == k.shape[1] and k.shape[0] % 2 == 1
+            assert k.min() >= 0 and abs(k.sum() - 1) < 1e-12
+            sharp = _read(split_dir / name / "Sharp/RGB" / f"{t:08d}.png")
+            blur = _read(split_dir / name / "Blur/RGB" / f"{t:08d}.png")
+            r = k.shape[0] // 2
+            # Away from the border (where the blur reaches outside the crop) Blur is the kernel's
+            # blur of Sharp up to the 8-bit rounding; the kernel one pixel off would not be.
+            inner = blur[r : blur.shape[0] - r, r : blur.shape[1] - r]
+            assert np.abs(inner - _convolve_valid(sharp, k)).max() <= 0.5 + 1e-9
+            shifted = np.pad(k, 1)[1:-1, :-2]
+            assert np.abs(inner - _convolve_valid(sharp, shifted)).max() > 2.0
+
+
+def test_still_tree_kernels_are_deltas(still_root: Path) -> None:
+    motion = read_motion(still_root / "BSD_1ms8ms" / "test")
+    assert all(k.shape == (1, 1) and k[0, 0] == 1 for ks in motion.values() for k in ks)
+
+
+def test_read_motion_of_a_tree_without_it(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="motion.json"):
+        read_motion(tmp_path)
+
+
+def _write_photo(path: Path, rgb: tuple[int, int, int], mode: str = "RGB") -> None:
+    pixels = np.zeros((60, 80, 3), dtype=np.uint8)
+    pixels[...] = rgb
+    pixels[:, 40:] //= 2  # an edge, so the frames are not flat
+    img = Image.fromarray(pixels)
+    (img.convert(mode) if mode != "RGB" else img).save(path)
+
+
+def test_mini_cli_photos_come_from_the_folder(tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    _write_photo(photos / "a_grey.png", (200, 200, 200), mode="L")  # skipped: BSD is colour
+    _write_photo(photos / "b_red.png", (240, 10, 10))
+    _write_photo(photos / "c_blue.jpg", (10, 10, 240))
+    (photos / "notes.txt").write_text("not a photo")
+    assert [name for name, _ in read_photo_folder(photos)] == ["b_red", "c_blue"]
+    out = tmp_path / "tree"
+    args = [str(out), "--sequences", "3", "--frames", "2", "--height", "24", "--width", "32"]
+    assert mini_main([*args, "--photos", str(photos)]) == 0
+    split_dir = out / "BSD_1ms8ms" / "test"
+    # Sequences cycle over the colour photos in name order: red, blue, red.
+    for seq, channel in (("000", 0), ("001", 2), ("002", 0)):
+        frame = _read(split_dir / seq / "Sharp/RGB/00000000.png")
+        assert int(frame.mean(axis=(0, 1)).argmax()) == channel
+    assert read_motion(split_dir)["001"] and len(read_motion(split_dir)["001"]) == 2
+
+
+def test_mini_cli_photos_folder_without_colour_photos(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ConfigError, match="no colour"):
+        read_photo_folder(empty)
+    assert mini_main([str(tmp_path / "t1"), "--photos", str(empty)]) == 2
+    assert "no colour" in capsys.readouterr().err
+    grey = tmp_path / "grey"
+    grey.mkdir()
+    _write_photo(grey / "g.png", (90, 90, 90), mode="L")
+    assert mini_main([str(tmp_path / "t2"), "--photos", str(grey)]) == 2
+    assert mini_main([str(tmp_path / "t3"), "--photos", str(tmp_path / "missing")]) == 2
+    assert "no such folder" in capsys.readouterr().err
+    assert not (tmp_path / "t1").exists() and not (tmp_path / "t2").exists()
 
 
 # ------------------------------------------------------------------------------ loader

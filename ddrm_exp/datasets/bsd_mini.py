@@ -12,12 +12,17 @@ the photo).
     python -m ddrm_exp.datasets.bsd_mini OUT_DIR [--sequences 2 --frames 4]
 
 writes ``OUT_DIR/BSD_1ms8ms/test/000/{Blur,Sharp}/RGB/00000000.png`` ..., readable with
-``dataset=bsd dataset.root=OUT_DIR``.
+``dataset=bsd dataset.root=OUT_DIR``, and ``OUT_DIR/BSD_1ms8ms/test/motion.json``: every
+frame's exact blur kernel (:func:`read_motion`), so diagnostics can restore with the true kernel.
+Blur is a *valid* blur (the crops along the motion come from the larger photo, not wrapped
+around), and the kernel is exact at the tree's own resolution: write trees at the model's size
+(``--height 64 --width 64`` for the tiny model) when the true kernel must hold after loading.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -32,7 +37,7 @@ from ddrm_exp.datasets.samples import load_sample_photos
 from ddrm_exp.datasets.transforms import as_size
 from ddrm_exp.errors import ConfigError
 
-__all__ = ["VELOCITIES", "read_photo_folder", "write_mini_bsd"]
+__all__ = ["MOTION_FILE", "VELOCITIES", "read_motion", "read_photo_folder", "write_mini_bsd"]
 
 # (dy, dx) pixels per frame, one per sequence (cycled): varied directions and lengths.
 VELOCITIES: tuple[tuple[int, int], ...] = (
@@ -43,6 +48,8 @@ VELOCITIES: tuple[tuple[int, int], ...] = (
     (-1, -4),
     (3, 3),
 )
+
+MOTION_FILE = "motion.json"
 
 # The photo is scaled so the whole camera path fits with this much room to spare; the crop then
 # shows a large part of the scene rather than a few pixels of a big photo.
@@ -61,6 +68,37 @@ def _scaled_photo(photo: np.ndarray, need_h: int, need_w: int) -> np.ndarray:
 def _crop(photo: np.ndarray, top: float, left: float, h: int, w: int) -> np.ndarray:
     y, x = int(round(top)), int(round(left))
     return photo[y : y + h, x : x + w]
+
+
+def _frame_kernel(top: float, left: float, shifts: Sequence[tuple[float, float]]) -> np.ndarray:
+    """The blur kernel of a frame averaging the crops at ``(top + dy, left + dx)``.
+
+    Blur[p] = mean over the crops of scene[p + off], with ``off`` each crop's whole-pixel offset
+    from the Sharp crop. In the project's convention (a convolution with its origin at the
+    centre, ``y[p] = Σ_q k[q] x[p - q + origin]``) that is ``k[origin - off] += 1 / n``.
+    """
+    y0, x0 = int(round(top)), int(round(left))
+    offs = [(int(round(top + dy)) - y0, int(round(left + dx)) - x0) for dy, dx in shifts]
+    r = max(max(abs(a), abs(b)) for a, b in offs)
+    kernel = np.zeros((2 * r + 1, 2 * r + 1))
+    for a, b in offs:
+        kernel[r - a, r - b] += 1.0 / len(offs)
+    return kernel
+
+
+def read_motion(split_dir: str | os.PathLike[str]) -> dict[str, list[np.ndarray]]:
+    """Each sequence's per-frame blur kernels (odd-sided, summing to 1), from ``motion.json``."""
+    path = Path(os.fspath(split_dir)) / MOTION_FILE
+    if not path.is_file():
+        raise ConfigError(
+            f"{path} does not exist: only trees written by python -m ddrm_exp.datasets.bsd_mini "
+            "(with motion) know their kernels; rewrite the tree."
+        )
+    data = json.loads(path.read_text())
+    return {
+        name: [np.asarray(k, dtype=np.float64) for k in seq["kernels"]]
+        for name, seq in data["sequences"].items()
+    }
 
 
 def read_photo_folder(folder: str | os.PathLike[str]) -> list[tuple[str, np.ndarray]]:
@@ -114,8 +152,9 @@ def write_mini_bsd(
     if not photos:
         raise ConfigError("photos is empty: give at least one photo to pan across.")
     split_dir = Path(os.fspath(root)) / f"BSD_{exposure}" / split
+    known: dict[str, dict[str, object]] = {}
     for s in range(sequences):
-        _, photo = photos[s % len(photos)]
+        photo_name, photo = photos[s % len(photos)]
         vy, vx = VELOCITIES[s % len(VELOCITIES)]
         # The path spans `frames` frame intervals: half an exposure before the first frame to
         # half after the last; +2 absorbs rounding of sub-frame positions.
@@ -129,21 +168,43 @@ def write_mini_bsd(
         n_sub = max(abs(vy), abs(vx)) + 1
         offsets = np.linspace(-0.5, 0.5, n_sub)
         seq_dir = split_dir / f"{s:03d}"
+        kernels = []
         for kind in ("Blur", "Sharp"):
             (seq_dir / kind / "RGB").mkdir(parents=True, exist_ok=True)
         for t in range(frames):
             sharp = _crop(scene, top0 + vy * t, left0 + vx * t, h, w)
             if motion:
+                kernels.append(
+                    _frame_kernel(
+                        top0 + vy * t, left0 + vx * t, [(vy * u, vx * u) for u in offsets]
+                    ).tolist()
+                )
                 acc = np.zeros((h, w, 3), dtype=np.float64)
                 for u in offsets:
                     acc += _crop(scene, top0 + vy * (t + u), left0 + vx * (t + u), h, w)
                 blur = np.clip(np.round(acc / n_sub), 0, 255).astype(np.uint8)
             else:
+                kernels.append([[1.0]])
                 blur = sharp
             Image.fromarray(np.ascontiguousarray(sharp)).save(
                 seq_dir / "Sharp/RGB" / f"{t:08d}.png"
             )
             Image.fromarray(np.ascontiguousarray(blur)).save(seq_dir / "Blur/RGB" / f"{t:08d}.png")
+        known[seq_dir.name] = {
+            "photo": photo_name,
+            "velocity": [vy, vx] if motion else [0, 0],
+            "kernels": kernels,
+        }
+    (split_dir / MOTION_FILE).write_text(
+        json.dumps(
+            {
+                "convention": "convolution, origin at the centre (fft_blur.blur_circular); "
+                "Blur is a valid blur of the larger photo, before 8-bit rounding",
+                "size": [h, w],
+                "sequences": known,
+            }
+        )
+    )
     return split_dir
 
 
