@@ -16,9 +16,13 @@ and ``ε̂ ← ε̂ − √(1−ᾱ_t) g`` (the ε consistent with it), so
 with DDIM's c1, c2 (η = 1 by default, the paper's Algorithm 1 setting) and a guidance weight
 ``w`` (``guidance_scale``, 1 = the score as derived). The released code of the authors'
 follow-up (RED-diff's ``pgdm.py``) multiplies this term by ᾱ_t, damping the guidance at the
-noisiest steps; ``guidance_scale`` is the one knob we keep. For a white unit-variance Gaussian
-prior the approximation is exact, so ΠGDM then samples the posterior up to the DDPM
-discretisation (tests/test_baseline_samplers.py checks it). Cost: one forward and one backward
+noisiest steps: ``guidance_decay=alpha_bar``, our default, chosen on the photo corpus' val
+split (12 pictures, tiny prior, 20 steps, σ_y = 0): colorization 21.8 dB against 14.4 dB as
+derived, inpainting (lorem) 28.8 against 29.9 dB. At the noisiest steps x̂_0 and its Jacobian
+carry the network's error times 1/√ᾱ_t, which the derived weight passes on in full. For a
+white unit-variance Gaussian prior the approximation is exact, so ΠGDM with
+``guidance_decay=none`` then samples the posterior up to the DDPM discretisation
+(tests/test_baseline_samplers.py checks it). Cost: one forward and one backward
 pass per step, ``nfe = 2 × steps``. Images live in [-1, 1], so σ_y is doubled as in DDRM.
 """
 
@@ -32,6 +36,7 @@ import torch
 from torch import Tensor
 
 from ddrm_exp.degradations.base import HFunctions
+from ddrm_exp.errors import ConfigError
 from ddrm_exp.models.base import DiffusionPrior
 from ddrm_exp.samplers.ddrm import _Spectral
 from ddrm_exp.samplers.mcg import denoiser_gradient
@@ -46,6 +51,11 @@ from ddrm_exp.samplers.xt_loop import (
     x0_from_eps,
 )
 
+# How the guidance is weighted over time: ``none`` as derived; ``alpha_bar`` times ᾱ_t, as the
+# authors' follow-up code does (off at the noisiest steps, where x̂_0 and its Jacobian carry the
+# network's error times 1/√ᾱ_t).
+DECAYS = ("none", "alpha_bar")
+
 
 @dataclass
 class _State:
@@ -58,13 +68,30 @@ class PiGDM(XtSampler):
 
     name = "pigdm"
 
-    def __init__(self, timesteps: int = 100, eta: float = 1.0, guidance_scale: float = 1.0) -> None:
+    def __init__(
+        self,
+        timesteps: int = 100,
+        eta: float = 1.0,
+        guidance_scale: float = 1.0,
+        guidance_decay: str = "alpha_bar",
+    ) -> None:
         super().__init__(timesteps)
         self.eta = check_unit("eta", eta)
         self.guidance_scale = check_nonnegative("guidance_scale", guidance_scale)
+        if guidance_decay not in DECAYS:
+            raise ConfigError(
+                f"sampler.guidance_decay must be one of {', '.join(DECAYS)}, got "
+                f"{guidance_decay!r}."
+            )
+        self.guidance_decay = guidance_decay
 
     def params(self) -> dict[str, Any]:
-        return {"timesteps": self.timesteps, "eta": self.eta, "guidance_scale": self.guidance_scale}
+        return {
+            "timesteps": self.timesteps,
+            "eta": self.eta,
+            "guidance_scale": self.guidance_scale,
+            "guidance_decay": self.guidance_decay,
+        }
 
     def network_cost(self, moves: list[tuple[int, int]]) -> int:
         return 2 * super().network_cost(moves)  # forward + backward (the VJP) per step
@@ -105,5 +132,7 @@ class PiGDM(XtSampler):
         x0 = x0_from_eps(x_t, eps, s.a_t)
         c1, c2 = ddim_coefficients(s.a_t, s.a_next, self.eta)
         coef = math.sqrt(s.a_next) * r2 / math.sqrt(s.a_t) - c2 * math.sqrt(r2)
+        if self.guidance_decay == "alpha_bar":
+            coef *= s.a_t
         x_next = math.sqrt(s.a_next) * x0 + c1 * z + c2 * eps + self.guidance_scale * coef * g
         return x_next, x0
