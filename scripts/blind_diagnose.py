@@ -22,6 +22,10 @@ The ways (DDRM: the bundled ``tiny`` prior, conf/sampler/ddrm.yaml's defaults, `
 * ``(a) true k, border-aware``: the true kernel on a measurement model of real (valid) borders
   (helper B1's operator, when ``ddrm_exp.degradations`` has it; else the row is left out);
 * ``(b) true k, FFT``: the true kernel on the circular FFT operator;
+* ``(o) true k, FFT, circular re-blur`` (valid-blur data only): the sharp frame blurred again
+  *circularly* by the true kernel (and rounded to 8 bits like the tree), restored as (b): the
+  prior's gain when the model is exact, beside its own blurry input ``blurry, circular``. The
+  gap between ``(o) − blurry, circular`` and ``(b) − blurry`` is what the border model costs;
 * ``(b1) true k → rank-1, separable``: its best rank-1 approximation on DDRM's zero-padded
   separable operator (the report's path given a perfect estimate);
 * ``(c) estimated k, FFT``: the classical estimate (``conf/kernel_estimator/classical.yaml``,
@@ -208,6 +212,8 @@ class Results:
 
 
 BLURRY = "blurry (no restoration)"
+BLURRY_O = "blurry, circular re-blur"
+O = "(o) true k, FFT, on the circular re-blur (exact model)"
 A = "(a) true k, border-aware"
 B = "(b) true k, FFT (circular)"
 B1 = "(b1) true k → rank-1, separable (zero-padded)"
@@ -232,6 +238,12 @@ def diagnose(frames: Frames, args: argparse.Namespace) -> tuple[Results, list[fl
         k_true, k_est = frames.kernels[i].double(), estimates[i]
         seed = args.seed * 100003 + i
         res.add(BLURRY, y, x)
+        if frames.border != "circular":
+            y_o = blur_circular(x, k_true.to(x.dtype)).to(x.dtype)
+            y_o = torch.round((y_o + 1) * 127.5) / 127.5 - 1  # 8 bits, as the tree's frames
+            res.add(BLURRY_O, y_o, x)
+            op_o = FFTBlur(shape, kernel=k_true)
+            res.add(O, ddrm_restore(prior, sampler, op_o, y_o, args.assumed_sigma_y, seed), x)
         ops: dict[str, HFunctions] = {}
         if aware is not None:
             ops[A] = aware(k_true, shape)
@@ -292,6 +304,11 @@ def print_tables(frames: Frames, res: Results, ncc: list[float], args: argparse.
     print("|---|---|---|")
     p = res.psnr
     steps = []
+    if O in p:
+        steps += [
+            ("prior's gain, exact (circular) model: (o) − its blurry", O, BLURRY_O),
+            ("border model, true k: (b) − blurry − [(o) − its blurry]", B, BLURRY),
+        ]
     if A in p:
         steps += [
             ("prior's gain, exact model: (a) − blurry", A, BLURRY),
@@ -314,6 +331,8 @@ def print_tables(frames: Frames, res: Results, ncc: list[float], args: argparse.
         steps.insert(2, ("(a) vs Wiener, true k", A, WT))
     for label, u, v in steps:
         d = diff(p[u], p[v])
+        if label.startswith("border model, true k"):
+            d = diff(d, diff(p[O], p[BLURRY_O]))
         print(
             f"| {label} | {format_stat(mean_ci(d))} | "
             f"{format_stat(mean_ci(by_group(d, frames.groups)))} |"
