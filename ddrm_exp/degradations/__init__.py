@@ -52,10 +52,20 @@ from ddrm_exp.degradations.separable import (
     blur_matrix,
     strided_reflect_matrix,
 )
+from ddrm_exp.degradations.valid_blur import (
+    BORDERS,
+    BorderBlur,
+    TaperedFFTBlur,
+    blur_valid,
+    edge_taper,
+    valid_blur_operator,
+)
 
 __all__ = [
+    "BORDERS",
     "LOREM_IPSUM",
     "BicubicSuperResolution",
+    "BorderBlur",
     "BoxInpainting",
     "Colorization",
     "Deblurring",
@@ -67,15 +77,18 @@ __all__ = [
     "RandomInpainting",
     "SeparableOperator",
     "SuperResolution",
+    "TaperedFFTBlur",
     "WalshHadamardCS",
     "bicubic_1d",
     "block_average_matrix",
     "blur2d_operator",
     "blur_circular",
     "blur_matrix",
+    "blur_valid",
     "box_kernel2d",
     "box_mask",
     "ddrm_kernel2d",
+    "edge_taper",
     "fit_mask",
     "fwht",
     "gaussian_1d",
@@ -94,4 +107,5 @@ __all__ = [
     "strided_reflect_matrix",
     "transfer_function",
     "uniform_1d",
+    "valid_blur_operator",
 ]
