@@ -1,0 +1,265 @@
+"""Which border model restores real (valid) blur best, with the true and the estimated kernel.
+
+    OMP_NUM_THREADS=1 python scripts/border_models.py tree /tmp/b1/val64 --out /tmp/b1/tree.jsonl
+    OMP_NUM_THREADS=1 python scripts/border_models.py views val --out /tmp/b1/views.jsonl
+    python scripts/border_models.py table /tmp/b1/tree.jsonl [--ref true:circular]
+
+Data (issue 14's protocol; say which split every number comes from):
+
+* ``tree ROOT``: a ``bsd_mini`` tree written at the model's size (``--height 64 --width 64``),
+  whose ``motion.json`` holds every frame's exact kernel; Blur frames are valid blur of the
+  larger photo, 8-bit, no added noise. Groups: sequences.
+* ``views SPLIT``: the corpus eval views (``data/corpus/eval/<split>``, 64x64) remade with a
+  margin from the stored pictures, so a seeded motion kernel (``motion_kernel(--kernel-size,
+  --intensity, seed)``) blurs them *validly*: the view plus ``size//2`` model pixels around it
+  is resized to ``64 + 2·(size//2)``, blurred (:func:`blur_valid`), rounded to 8 bits. Where the
+  picture has no room around a "full" view (its short side is the whole view), the view is
+  zoomed in by that margin. Groups: pictures.
+
+Arms, all DDRM (``conf/sampler/ddrm.yaml``: 20 steps, η 0.85, η_b 1) on the bundled ``tiny``
+prior with assumed ``--sigma-y``, the same sampler seed per frame in every arm (paired):
+
+* ``blurry``: the measurement itself;
+* ``true:<border>``: the true kernel with the border model ``circular`` (today's FFT operator),
+  ``taper`` (edge tapering + FFT), ``valid`` (ring unmeasured, exact), ``zero``, ``reflect``
+  (:func:`ddrm_exp.degradations.valid_blur.valid_blur_operator`);
+* ``est:<border>``: the same with the classical estimate (``conf/kernel_estimator/classical.yaml``
+  with ``--est-kernel-size`` taps and ``--est key=value`` overrides), and its NCC with the truth.
+
+Each frame's PSNRs go to ``--out`` as one JSON line (a rerun skips frames already there); ``table``
+prints mean PSNR per arm and paired differences with 95 % t-CIs by frame and by group.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from PIL import Image
+from torch import Tensor
+
+import ddrm_exp
+from ddrm_exp.datasets.bsd_mini import read_motion
+from ddrm_exp.degradations.base import HFunctions
+from ddrm_exp.degradations.kernels2d import motion_kernel, normalized_cross_correlation
+from ddrm_exp.degradations.valid_blur import BORDERS, blur_valid, valid_blur_operator
+from ddrm_exp.metrics import format_stat, mean_ci
+from ddrm_exp.metrics.image import psnr
+from ddrm_exp.samplers import DDRM
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+CORPUS = ROOT / "data" / "corpus"
+SIZE = 64
+
+
+@dataclass
+class Frame:
+    name: str
+    group: str
+    x: Tensor  # (3, H, W) in [-1, 1]
+    y: Tensor
+    kernel: Tensor  # (kh, kw) float64, odd sides, sum 1
+
+
+def _to_tensor(img: Image.Image) -> Tensor:
+    a = np.asarray(img.convert("RGB"), dtype=np.float32) / 127.5 - 1.0
+    return torch.from_numpy(a).permute(2, 0, 1).contiguous()
+
+
+def _quantise(t: Tensor) -> Tensor:
+    return torch.round((t.clamp(-1, 1) + 1) * 127.5) / 127.5 - 1
+
+
+def tree_frames(root: Path, exposure: str = "1ms8ms", split: str = "test") -> list[Frame]:
+    split_dir = root / f"BSD_{exposure}" / split
+    frames = []
+    for seq, kernels in sorted(read_motion(split_dir).items()):
+        for t, k in enumerate(kernels):
+            stem = f"{t:08d}.png"
+            with Image.open(split_dir / seq / "Sharp" / "RGB" / stem) as s:
+                x = _to_tensor(s)
+            with Image.open(split_dir / seq / "Blur" / "RGB" / stem) as b:
+                y = _to_tensor(b)
+            frames.append(Frame(f"{seq}/{t}", seq, x, y, torch.from_numpy(k)))
+    return frames
+
+
+def view_frames(split: str, size: int, intensity: float, seed: int) -> list[Frame]:
+    """Validly blurred corpus views (see the module docstring)."""
+    manifest = json.loads((CORPUS / "manifest.json").read_text())
+    pictures = sorted(
+        (p for p in manifest["pictures"] if p["split"] == split), key=lambda p: p["id"]
+    )
+    margin = size // 2
+    ext = SIZE + 2 * margin
+    frames = []
+    for p in pictures:
+        with Image.open(CORPUS / p["stored"]) as raw:
+            img = raw.convert("RGB")
+        for view, frac in (("full", 1.0), ("detail", 0.5)):
+            side = max(SIZE, int(min(img.size) * frac))
+            side_ext = min(side * ext / SIZE, min(img.size))
+            left, top = (img.width - side_ext) / 2, (img.height - side_ext) / 2
+            crop = img.crop((left, top, left + side_ext, top + side_ext))
+            scene = _to_tensor(crop.resize((ext, ext), Image.Resampling.LANCZOS)).double()
+            k = motion_kernel(size, intensity, generator=seed + len(frames))
+            y = _quantise(blur_valid(scene[None], k)[0]).float()
+            x = scene[:, margin : margin + SIZE, margin : margin + SIZE].float()
+            frames.append(Frame(f"{p['id']}__{view}", p["id"], x, y, k))
+    return frames
+
+
+def build_estimator(kernel_size: int, overrides: Sequence[str]) -> Any:
+    cfg = OmegaConf.load(CONF / "kernel_estimator" / "classical.yaml")
+    cfg.kernel_size = kernel_size
+    cfg.num_threads = 1
+    for item in overrides:
+        key, _, value = item.partition("=")
+        OmegaConf.update(cfg, key, OmegaConf.create({"v": value}).v if value else None)
+    return instantiate(cfg)
+
+
+def restore(
+    prior: Any, sampler: DDRM, op: HFunctions, y: Tensor, sigma_y: float, seed: int
+) -> Tensor:
+    prepare = getattr(op, "prepare_measurement", None)
+    flat = y.reshape(1, -1)
+    if callable(prepare):
+        flat = prepare(flat)
+    g = torch.Generator().manual_seed(seed)
+    out = sampler.sample(prior, op, flat, sigma_y, generator=[g])
+    return out.x0.reshape(y.shape).clamp(-1, 1)
+
+
+def run(frames: list[Frame], args: argparse.Namespace) -> None:
+    out_path = Path(args.out)
+    done: dict[str, dict[str, Any]] = {}
+    if out_path.exists():
+        for line in out_path.read_text().splitlines():
+            rec = json.loads(line)
+            done[rec["name"]] = rec
+    prior = ddrm_exp.load_prior("tiny")
+    sampler = instantiate(OmegaConf.load(CONF / "sampler" / "ddrm.yaml"))
+    estimator = build_estimator(args.est_kernel_size, args.est) if args.est_borders else None
+    shape = (3, SIZE, SIZE)
+    records: dict[str, dict[str, Any]] = {}
+    todo = [(i, f) for i, f in enumerate(frames) if f.name not in done]
+    print(f"{len(frames)} frames, {len(todo)} to do -> {out_path}", file=sys.stderr, flush=True)
+
+    # Estimates first (one per frame), so operators can be grouped by kernel below.
+    est_kernels: dict[str, Tensor] = {}
+    for _, f in todo:
+        rec = records.setdefault(f.name, {"name": f.name, "group": f.group, "psnr": {}})
+        rec["psnr"]["blurry"] = psnr(f.y[None], f.x[None])[0]
+        if estimator is not None:
+            start = time.perf_counter()
+            est = estimator.estimate(f.y[None])
+            k = est.reduce(0.025)[0].to(torch.float64)
+            rec["est_seconds"] = time.perf_counter() - start
+            rec["ncc"] = normalized_cross_correlation(k, f.kernel)
+            est_kernels[f.name] = k
+
+    # (arm, kernel) -> frames, so each dense SVD is computed once per distinct kernel.
+    jobs: dict[tuple[str, bytes], list[tuple[int, Frame, Tensor]]] = defaultdict(list)
+    for i, f in todo:
+        for border in args.true_borders:
+            jobs[(f"true:{border}", f.kernel.numpy().tobytes())].append((i, f, f.kernel))
+        for border in args.est_borders:
+            k = est_kernels[f.name]
+            jobs[(f"est:{border}", k.numpy().tobytes() + bytes(f.name, "utf8"))].append((i, f, k))
+    for (arm, _), items in jobs.items():
+        border = arm.split(":", 1)[1]
+        start = time.perf_counter()
+        op = valid_blur_operator(items[0][2], shape, border=border)
+        build = time.perf_counter() - start
+        for i, f, _k in items:
+            rec = records[f.name]
+            x_hat = restore(prior, sampler, op, f.y, args.sigma_y, args.seed + i)
+            rec["psnr"][arm] = psnr(x_hat[None], f.x[None])[0]
+            rec.setdefault("build_seconds", {})[arm] = build
+        print(f"{arm} {len(items)} frame(s), operator {build:.1f} s", file=sys.stderr, flush=True)
+    with out_path.open("a") as fh:
+        for _, f in todo:
+            fh.write(json.dumps(records[f.name]) + "\n")
+
+
+def table(paths: Sequence[str], ref: str) -> None:
+    recs = [json.loads(line) for p in paths for line in Path(p).read_text().splitlines()]
+    arms = sorted({a for r in recs for a in r["psnr"]}, key=lambda a: (a != "blurry", a))
+    print(f"{len(recs)} frames, {len({r['group'] for r in recs})} groups ({', '.join(paths)})\n")
+    print(f"| arm | PSNR | − {ref} (by frame) | − {ref} (by group) | − blurry (by frame) |")
+    print("|---|---|---|---|---|")
+    for arm in arms:
+        both = [r for r in recs if arm in r["psnr"] and ref in r["psnr"]]
+        diffs = [r["psnr"][arm] - r["psnr"][ref] for r in both]
+        by_group: dict[str, list[float]] = defaultdict(list)
+        for r, d in zip(both, diffs, strict=True):
+            by_group[r["group"]].append(d)
+        group_means = [sum(v) / len(v) for v in by_group.values()]
+        vs_blurry = [r["psnr"][arm] - r["psnr"]["blurry"] for r in recs if arm in r["psnr"]]
+        print(
+            f"| {arm} | {format_stat(mean_ci(r['psnr'][arm] for r in recs if arm in r['psnr']))} "
+            f"| {format_stat(mean_ci(diffs))} | {format_stat(mean_ci(group_means))} "
+            f"| {format_stat(mean_ci(vs_blurry))} |"
+        )
+    ncc = [r["ncc"] for r in recs if r.get("ncc") is not None]
+    if ncc:
+        print(f"\nkernel NCC of the estimate: {format_stat(mean_ci(ncc), 3)}")
+    secs = [r["est_seconds"] for r in recs if r.get("est_seconds") is not None]
+    if secs:
+        print(f"estimation seconds per frame: {format_stat(mean_ci(secs))}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    for name in ("tree", "views"):
+        p = sub.add_parser(name)
+        p.add_argument("source", help="tree root" if name == "tree" else "corpus split")
+        p.add_argument("--out", required=True)
+        p.add_argument("--sigma-y", type=float, default=0.02)
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--true-borders", nargs="*", default=["circular", "taper", "valid"])
+        p.add_argument("--est-borders", nargs="*", default=[])
+        p.add_argument("--est-kernel-size", type=int, default=9)
+        p.add_argument("--est", nargs="*", default=[], help="estimator overrides key=value")
+        p.add_argument("--limit", type=int, default=None)
+        if name == "views":
+            p.add_argument("--kernel-size", type=int, default=9)
+            p.add_argument("--intensity", type=float, default=0.5)
+            p.add_argument("--kernel-seed", type=int, default=1000)
+    t = sub.add_parser("table")
+    t.add_argument("paths", nargs="+")
+    t.add_argument("--ref", default="true:circular")
+    args = parser.parse_args(argv)
+    if args.cmd == "table":
+        table(args.paths, args.ref)
+        return 0
+    for b in (*args.true_borders, *args.est_borders):
+        if b not in BORDERS:
+            parser.error(f"unknown border {b!r}; use {', '.join(BORDERS)}")
+    torch.set_num_threads(1)
+    if args.cmd == "tree":
+        frames = tree_frames(Path(args.source))
+    else:
+        frames = view_frames(args.source, args.kernel_size, args.intensity, args.kernel_seed)
+    if args.limit is not None:
+        frames = frames[: args.limit]
+    run(frames, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
