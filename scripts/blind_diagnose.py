@@ -218,10 +218,26 @@ O = "(o) true k, FFT, on the circular re-blur (exact model)"
 A = "(a) true k, border-aware"
 B = "(b) true k, FFT (circular)"
 B1 = "(b1) true k → rank-1, separable (zero-padded)"
+AE = "(ae) estimated k, border-aware"
 C = "(c) estimated k, FFT"
 D = "(d) estimated k → rank-1, separable (report)"
 WT, RT = "Wiener, true k", "Richardson-Lucy, true k"
 WE, RE = "Wiener, estimated k", "Richardson-Lucy, estimated k"
+
+
+ARMS = {"a": A, "ae": AE, "b": B, "b1": B1, "c": C, "d": D}
+
+
+def operator(
+    key: str, k_true: Tensor, k_est: Tensor, shape: tuple[int, ...], aware: Any, border: str
+) -> HFunctions:
+    """The DDRM operator of way ``key`` (see :data:`ARMS`)."""
+    kernel = k_true if key in ("a", "b", "b1") else k_est
+    if key in ("a", "ae"):
+        return aware(kernel, shape, border=border)
+    if key in ("b", "c"):
+        return FFTBlur(shape, kernel=kernel)
+    return operator_for_kernel(rank1(kernel), shape, method="separable")
 
 
 def diagnose(frames: Frames, args: argparse.Namespace) -> tuple[Results, list[float]]:
@@ -233,31 +249,29 @@ def diagnose(frames: Frames, args: argparse.Namespace) -> tuple[Results, list[fl
         normalized_cross_correlation(e, t) for e, t in zip(estimates, frames.kernels, strict=True)
     ]
     aware = border_aware_operator()
+    arms = set(args.arms.split(","))
     res = Results()
     for i in range(frames.x.shape[0]):
         x, y = frames.x[i : i + 1], frames.y[i : i + 1]
         k_true, k_est = frames.kernels[i].double(), estimates[i]
         seed = args.seed * 100003 + i
         res.add(BLURRY, y, x)
-        if frames.border != "circular":
+        if frames.border != "circular" and "o" in arms:
             y_o = blur_circular(x, k_true.to(x.dtype)).to(x.dtype)
             y_o = torch.round((y_o + 1) * 127.5) / 127.5 - 1  # 8 bits, as the tree's frames
             res.add(BLURRY_O, y_o, x)
             op_o = FFTBlur(shape, kernel=k_true)
             res.add(O, ddrm_restore(prior, sampler, op_o, y_o, args.assumed_sigma_y, seed), x)
-        ops: dict[str, HFunctions] = {}
-        if aware is not None:
-            ops[A] = aware(k_true, shape)
-        ops[B] = FFTBlur(shape, kernel=k_true)
-        ops[B1] = operator_for_kernel(rank1(k_true), shape, method="separable")
-        ops[C] = FFTBlur(shape, kernel=k_est)
-        ops[D] = operator_for_kernel(rank1(k_est), shape, method="separable")
-        for arm, op in ops.items():
-            res.add(arm, ddrm_restore(prior, sampler, op, y, args.assumed_sigma_y, seed), x)
-        res.add(WT, wiener_deconvolve(y, k_true, border=frames.border), x)
-        res.add(RT, richardson_lucy_deconvolve(y, k_true, border=frames.border), x)
-        res.add(WE, wiener_deconvolve(y, k_est, border=frames.border), x)
-        res.add(RE, richardson_lucy_deconvolve(y, k_est, border=frames.border), x)
+        for key in ("a", "ae", "b", "b1", "c", "d"):
+            if key not in arms or (key in ("a", "ae") and aware is None):
+                continue
+            op = operator(key, k_true, k_est, shape, aware, args.border_model)
+            res.add(ARMS[key], ddrm_restore(prior, sampler, op, y, args.assumed_sigma_y, seed), x)
+        if "classical" in arms:
+            res.add(WT, wiener_deconvolve(y, k_true, border=frames.border), x)
+            res.add(RT, richardson_lucy_deconvolve(y, k_true, border=frames.border), x)
+            res.add(WE, wiener_deconvolve(y, k_est, border=frames.border), x)
+            res.add(RE, richardson_lucy_deconvolve(y, k_est, border=frames.border), x)
         print(
             f"  {frames.names[i]}: NCC {ncc[i]:.3f}, "
             + ", ".join(f"{a.split(' ')[0]} {v[-1]:.2f}" for a, v in res.psnr.items()),
@@ -328,16 +342,24 @@ def print_tables(frames: Frames, res: Results, ncc: list[float], args: argparse.
         ("DDRM vs Wiener, estimated k: (c) − Wiener", C, WE),
         ("DDRM vs Richardson-Lucy, estimated k: (c) − RL", C, RE),
     ]
-    if A in p:
-        steps.insert(2, ("(a) vs Wiener, true k", A, WT))
+    steps += [
+        ("kernel estimate, border-aware: (a) − (ae)", A, AE),
+        ("total, estimate on border-aware: (ae) − blurry", AE, BLURRY),
+        ("DDRM vs Wiener, true k, border-aware: (a) − Wiener", A, WT),
+        ("DDRM vs RL, true k, border-aware: (a) − RL", A, RT),
+        ("DDRM vs Wiener, estimated k, border-aware: (ae) − Wiener", AE, WE),
+        ("DDRM vs RL, estimated k, border-aware: (ae) − RL", AE, RE),
+    ]
     for label, u, v in steps:
+        if u not in p or v not in p:
+            continue
         d = diff(p[u], p[v])
         print(
             f"| {label} | {format_stat(mean_ci(d))} | "
             f"{format_stat(mean_ci(by_group(d, frames.groups)))} |"
         )
-    loss = diff(p[B], p[C])
-    if len(set(ncc)) > 1:
+    if B in p and C in p and len(set(ncc)) > 1:
+        loss = diff(p[B], p[C])
         r = float(np.corrcoef(ncc, loss)[0, 1])
         print(f"\nCorrelation of NCC with the estimate's loss (b) − (c): r = {r:.2f}")
 
@@ -361,14 +383,22 @@ def dump(path: str | None, frames: Frames, res: Results, ncc: list[float], args:
 
 
 def report(args: argparse.Namespace) -> None:
-    """The tables again, from a run's ``--json`` file (a list of rows: an older file)."""
-    data = json.loads(Path(args.file).read_text())
-    if isinstance(data, list):
-        data = {"describe": f"{args.file} (tree, valid blur)", "border": "reflect", "rows": data}
+    """The tables again, from runs' ``--json`` files on the same frames (their ways merged; a
+    list of rows is an older file)."""
+    merged: dict[str, dict[str, Any]] = {}
+    data: dict[str, Any] = {}
+    for file in args.files:
+        data = json.loads(Path(file).read_text())
+        if isinstance(data, list):
+            data = {"describe": f"{file} (tree, valid blur)", "border": "reflect", "rows": data}
+        for r in data["rows"]:
+            row = merged.setdefault(r["name"], {**r, "psnr": {}, "ssim": {}})
+            row["psnr"].update(r["psnr"])
+            row["ssim"].update(r["ssim"])
     for key, value in (data.get("args") or {}).items():
         if key in ("steps", "assumed_sigma_y", "seed", "kernel_size"):
             setattr(args, key, value)
-    rows = data["rows"]
+    rows = list(merged.values())
     res = Results()
     for r in rows:
         for arm, v in r["psnr"].items():
@@ -421,7 +451,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     rep = sub.add_parser("report")
-    rep.add_argument("file", help="a --json file of an earlier run")
+    rep.add_argument("files", nargs="+", help="--json files of earlier runs on the same frames")
     for name in ("tree", "synthetic", "tune"):
         p = sub.add_parser(name)
         if name == "tree":
@@ -442,6 +472,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--limit", type=int, default=None, help="first N frames only")
         p.add_argument("--json", default=None, help="write per-frame results here")
+        p.add_argument(
+            "--arms",
+            default="o,a,ae,b,b1,c,d,classical",
+            help="which ways to run (blurry always): o, a, ae, b, b1, c, d, classical",
+        )
+        p.add_argument(
+            "--border-model", default="valid", help="the border-aware operator's border (B1's)"
+        )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     if args.command == "report":
