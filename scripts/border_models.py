@@ -26,14 +26,16 @@ prior with assumed ``--sigma-y``, the same sampler seed per frame in every arm (
 * ``est:<border>``: the same with the classical estimate (``conf/kernel_estimator/classical.yaml``
   with ``--est-kernel-size`` taps and ``--est key=value`` overrides), and its NCC with the truth.
 
-Each frame's PSNRs go to ``--out`` as one JSON line (a rerun skips frames already there); ``table``
-prints mean PSNR per arm and paired differences with 95 % t-CIs by frame and by group.
+Each (frame, arm) PSNR goes to ``--out`` as one JSON line as soon as it exists (a rerun skips
+what is there); ``table`` prints mean PSNR per arm and paired differences with 95 % t-CIs by
+frame and by group.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from collections import defaultdict
@@ -44,6 +46,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
@@ -96,8 +99,13 @@ def tree_frames(root: Path, exposure: str = "1ms8ms", split: str = "test") -> li
     return frames
 
 
-def view_frames(split: str, size: int, intensity: float, seed: int) -> list[Frame]:
-    """Validly blurred corpus views (see the module docstring)."""
+def view_frames(
+    split: str, size: int, intensity: float, seed: int, length: float | None = None
+) -> list[Frame]:
+    """Validly blurred corpus views (see the module docstring); ``length``: a straight motion
+    of that many pixels instead (0: no blur, a sharp frame)."""
+    if length is not None:
+        size = 1 if length == 0 else 2 * math.ceil(length / 2) + 1
     manifest = json.loads((CORPUS / "manifest.json").read_text())
     pictures = sorted(
         (p for p in manifest["pictures"] if p["split"] == split), key=lambda p: p["id"]
@@ -114,7 +122,12 @@ def view_frames(split: str, size: int, intensity: float, seed: int) -> list[Fram
             left, top = (img.width - side_ext) / 2, (img.height - side_ext) / 2
             crop = img.crop((left, top, left + side_ext, top + side_ext))
             scene = _to_tensor(crop.resize((ext, ext), Image.Resampling.LANCZOS)).double()
-            k = motion_kernel(size, intensity, generator=seed + len(frames))
+            if length == 0:
+                k = torch.ones(1, 1, dtype=torch.float64)
+            elif length is not None:
+                k = motion_kernel(size, 0.0, length=length, generator=seed + len(frames))
+            else:
+                k = motion_kernel(size, intensity, generator=seed + len(frames))
             y = _quantise(blur_valid(scene[None], k)[0]).float()
             x = scene[:, margin : margin + SIZE, margin : margin + SIZE].float()
             frames.append(Frame(f"{p['id']}__{view}", p["id"], x, y, k))
@@ -127,7 +140,7 @@ def build_estimator(kernel_size: int, overrides: Sequence[str]) -> Any:
     cfg.num_threads = 1
     for item in overrides:
         key, _, value = item.partition("=")
-        OmegaConf.update(cfg, key, OmegaConf.create({"v": value}).v if value else None)
+        OmegaConf.update(cfg, key, yaml.safe_load(value) if value else None)
     return instantiate(cfg)
 
 
@@ -144,82 +157,92 @@ def restore(
 
 
 def run(frames: list[Frame], args: argparse.Namespace) -> None:
+    """Every (frame, arm) result as one JSON line, written as soon as it exists."""
     out_path = Path(args.out)
-    done: dict[str, dict[str, Any]] = {}
+    done: set[tuple[str, str]] = set()
     if out_path.exists():
         for line in out_path.read_text().splitlines():
             rec = json.loads(line)
-            done[rec["name"]] = rec
+            done.add((rec["name"], rec["arm"]))
     prior = ddrm_exp.load_prior("tiny")
     sampler = instantiate(OmegaConf.load(CONF / "sampler" / "ddrm.yaml"))
     estimator = build_estimator(args.est_kernel_size, args.est) if args.est_borders else None
     shape = (3, SIZE, SIZE)
-    records: dict[str, dict[str, Any]] = {}
-    todo = [(i, f) for i, f in enumerate(frames) if f.name not in done]
-    print(f"{len(frames)} frames, {len(todo)} to do -> {out_path}", file=sys.stderr, flush=True)
+    fh = out_path.open("a")
 
-    # Estimates first (one per frame), so operators can be grouped by kernel below.
-    est_kernels: dict[str, Tensor] = {}
-    for _, f in todo:
-        rec = records.setdefault(f.name, {"name": f.name, "group": f.group, "psnr": {}})
-        rec["psnr"]["blurry"] = psnr(f.y[None], f.x[None])[0]
-        if estimator is not None:
-            start = time.perf_counter()
-            est = estimator.estimate(f.y[None])
-            k = est.reduce(0.025)[0].to(torch.float64)
-            rec["est_seconds"] = time.perf_counter() - start
-            rec["ncc"] = normalized_cross_correlation(k, f.kernel)
-            est_kernels[f.name] = k
+    def emit(f: Frame, arm: str, value: float, **extra: Any) -> None:
+        rec = {"name": f.name, "group": f.group, "arm": arm, "psnr": value, **extra}
+        fh.write(json.dumps(rec) + "\n")
+        fh.flush()
 
     # (arm, kernel) -> frames, so each dense SVD is computed once per distinct kernel.
     jobs: dict[tuple[str, bytes], list[tuple[int, Frame, Tensor]]] = defaultdict(list)
-    for i, f in todo:
+    for i, f in enumerate(frames):
+        if (f.name, "blurry") not in done:
+            emit(f, "blurry", psnr(f.y[None], f.x[None])[0])
         for border in args.true_borders:
-            jobs[(f"true:{border}", f.kernel.numpy().tobytes())].append((i, f, f.kernel))
-        for border in args.est_borders:
-            k = est_kernels[f.name]
-            jobs[(f"est:{border}", k.numpy().tobytes() + bytes(f.name, "utf8"))].append((i, f, k))
+            if (f.name, f"true:{border}") not in done:
+                jobs[(f"true:{border}", f.kernel.numpy().tobytes())].append((i, f, f.kernel))
+        todo_est = [b for b in args.est_borders if (f.name, f"{args.tag}:{b}") not in done]
+        if estimator is not None and todo_est:
+            start = time.perf_counter()
+            k = estimator.estimate(f.y[None]).reduce(0.025)[0].to(torch.float64)
+            seconds = time.perf_counter() - start
+            ncc = normalized_cross_correlation(k, f.kernel)
+            for border in todo_est:
+                key = (f"{args.tag}:{border}", k.numpy().tobytes() + f.name.encode())
+                jobs[key].append((i, f, k))
+            emit(f, f"ncc:{args.tag}", ncc, seconds=seconds)
+    n_jobs = sum(len(v) for v in jobs.values())
+    print(f"{len(frames)} frames, {n_jobs} restorations to do -> {out_path}", file=sys.stderr)
     for (arm, _), items in jobs.items():
         border = arm.split(":", 1)[1]
         start = time.perf_counter()
         op = valid_blur_operator(items[0][2], shape, border=border)
         build = time.perf_counter() - start
         for i, f, _k in items:
-            rec = records[f.name]
             x_hat = restore(prior, sampler, op, f.y, args.sigma_y, args.seed + i)
-            rec["psnr"][arm] = psnr(x_hat[None], f.x[None])[0]
-            rec.setdefault("build_seconds", {})[arm] = build
+            emit(f, arm, psnr(x_hat[None], f.x[None])[0], build_seconds=build)
         print(f"{arm} {len(items)} frame(s), operator {build:.1f} s", file=sys.stderr, flush=True)
-    with out_path.open("a") as fh:
-        for _, f in todo:
-            fh.write(json.dumps(records[f.name]) + "\n")
+    fh.close()
 
 
 def table(paths: Sequence[str], ref: str) -> None:
-    recs = [json.loads(line) for p in paths for line in Path(p).read_text().splitlines()]
+    lines = [json.loads(line) for p in paths for line in Path(p).read_text().splitlines()]
+    by_frame: dict[str, dict[str, Any]] = {}
+    for rec in lines:
+        frame = by_frame.setdefault(rec["name"], {"group": rec["group"], "psnr": {}})
+        if rec["arm"].startswith("ncc:"):
+            frame.setdefault("ncc", {})[rec["arm"][4:]] = (rec["psnr"], rec.get("seconds"))
+        else:
+            frame["psnr"][rec["arm"]] = rec["psnr"]
+    recs = list(by_frame.values())
     arms = sorted({a for r in recs for a in r["psnr"]}, key=lambda a: (a != "blurry", a))
     print(f"{len(recs)} frames, {len({r['group'] for r in recs})} groups ({', '.join(paths)})\n")
-    print(f"| arm | PSNR | − {ref} (by frame) | − {ref} (by group) | − blurry (by frame) |")
-    print("|---|---|---|---|---|")
+    print(f"| arm | n | PSNR | − {ref} (by frame) | − {ref} (by group) | − blurry (by frame) |")
+    print("|---|---|---|---|---|---|")
     for arm in arms:
-        both = [r for r in recs if arm in r["psnr"] and ref in r["psnr"]]
+        have = [r for r in recs if arm in r["psnr"]]
+        both = [r for r in have if ref in r["psnr"]]
         diffs = [r["psnr"][arm] - r["psnr"][ref] for r in both]
         by_group: dict[str, list[float]] = defaultdict(list)
         for r, d in zip(both, diffs, strict=True):
             by_group[r["group"]].append(d)
         group_means = [sum(v) / len(v) for v in by_group.values()]
-        vs_blurry = [r["psnr"][arm] - r["psnr"]["blurry"] for r in recs if arm in r["psnr"]]
+        vs_blurry = [r["psnr"][arm] - r["psnr"]["blurry"] for r in have]
         print(
-            f"| {arm} | {format_stat(mean_ci(r['psnr'][arm] for r in recs if arm in r['psnr']))} "
+            f"| {arm} | {len(have)} | {format_stat(mean_ci(r['psnr'][arm] for r in have))} "
             f"| {format_stat(mean_ci(diffs))} | {format_stat(mean_ci(group_means))} "
             f"| {format_stat(mean_ci(vs_blurry))} |"
         )
-    ncc = [r["ncc"] for r in recs if r.get("ncc") is not None]
-    if ncc:
-        print(f"\nkernel NCC of the estimate: {format_stat(mean_ci(ncc), 3)}")
-    secs = [r["est_seconds"] for r in recs if r.get("est_seconds") is not None]
-    if secs:
-        print(f"estimation seconds per frame: {format_stat(mean_ci(secs))}")
+    tags = sorted({t for r in recs for t in r.get("ncc", {})})
+    for tag in tags:
+        ncc = [r["ncc"][tag][0] for r in recs if tag in r.get("ncc", {})]
+        secs = [r["ncc"][tag][1] for r in recs if tag in r.get("ncc", {})]
+        print(
+            f"\n{tag}: kernel NCC {format_stat(mean_ci(ncc), 3)}, "
+            f"{format_stat(mean_ci(secs))} s per frame"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -236,10 +259,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.add_argument("--est-kernel-size", type=int, default=9)
         p.add_argument("--est", nargs="*", default=[], help="estimator overrides key=value")
         p.add_argument("--limit", type=int, default=None)
+        p.add_argument("--stride", type=int, default=1, help="every stride-th frame")
+        p.add_argument("--tag", default="est", help="name of the estimated-kernel arms")
         if name == "views":
             p.add_argument("--kernel-size", type=int, default=9)
             p.add_argument("--intensity", type=float, default=0.5)
             p.add_argument("--kernel-seed", type=int, default=1000)
+            p.add_argument(
+                "--length",
+                type=float,
+                default=None,
+                help="straight motion of this many px "
+                "(0: sharp frames) instead of --kernel-size/--intensity camera shake",
+            )
     t = sub.add_parser("table")
     t.add_argument("paths", nargs="+")
     t.add_argument("--ref", default="true:circular")
@@ -254,7 +286,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.cmd == "tree":
         frames = tree_frames(Path(args.source))
     else:
-        frames = view_frames(args.source, args.kernel_size, args.intensity, args.kernel_seed)
+        frames = view_frames(
+            args.source, args.kernel_size, args.intensity, args.kernel_seed, args.length
+        )
+    frames = frames[:: args.stride]
     if args.limit is not None:
         frames = frames[: args.limit]
     run(frames, args)
