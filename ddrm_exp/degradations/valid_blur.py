@@ -72,7 +72,7 @@ MAX_DENSE_PIXELS = 96 * 96
 core at 96x96; ``(H·W)³`` beyond)."""
 
 _CACHE_SIZE = 4
-_svd_cache: OrderedDict[str, tuple[Tensor, Tensor, Tensor]] = OrderedDict()
+_eigen_cache: OrderedDict[str, tuple[Tensor, Tensor, Tensor]] = OrderedDict()
 
 
 # ---- geometry ------------------------------------------------------------------------------------
@@ -177,11 +177,27 @@ def blur_matrix_2d(kernel: Tensor, size: tuple[int, int], border: str = "valid")
 
 
 # ---- the dense SVD -------------------------------------------------------------------------------
-def _key(
-    kernel: Tensor, size: tuple[int, int], border: str, threshold: float, eig_dtype: torch.dtype
-) -> str:
+def _eigen(
+    kernel: Tensor, size: tuple[int, int], border: str, eig_dtype: torch.dtype
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``(A, λ, W)``: one channel's blur matrix and the eigenpairs of ``AᵀA`` in descending
+    order, all in ``eig_dtype``; the expensive part, cached for the last few kernels."""
     digest = hashlib.sha1(kernel.to(torch.float64).contiguous().numpy().tobytes()).hexdigest()
-    return f"{digest}:{tuple(kernel.shape)}:{size}:{border}:{threshold!r}:{eig_dtype}"
+    key = f"{digest}:{tuple(kernel.shape)}:{size}:{border}:{eig_dtype}"
+    if key in _eigen_cache:
+        _eigen_cache.move_to_end(key)
+        return _eigen_cache[key]
+    a = blur_matrix_2d(kernel, size, border).to(eig_dtype)
+    eye = torch.eye(a.shape[0], dtype=eig_dtype)
+    if torch.equal(a, eye):  # a centred delta: nothing to decompose
+        out = (a, torch.ones(a.shape[0], dtype=eig_dtype), eye)
+    else:
+        evals, evecs = torch.linalg.eigh(a.T @ a)
+        out = (a, evals.flip(0), evecs.flip(1))
+    _eigen_cache[key] = out
+    while len(_eigen_cache) > _CACHE_SIZE:
+        _eigen_cache.popitem(last=False)
+    return out
 
 
 def _orthonormal_complement(partial: Tensor, seed: int = 0) -> Tensor:
@@ -212,21 +228,14 @@ def _dense_svd(
     pixels; the rest of ``U`` is the measured pixels' remaining directions and the unmeasured
     pixels themselves. ``U`` and ``V`` are returned in ``eig_dtype``, ``s`` in float64.
     """
-    key = _key(kernel, size, border, zero_threshold, eig_dtype)
-    if key in _svd_cache:
-        _svd_cache.move_to_end(key)
-        return _svd_cache[key]
-    a64 = blur_matrix_2d(kernel, size, border)
-    n = a64.shape[0]
-    a = a64.to(eig_dtype)
-    evals, evecs = torch.linalg.eigh(a.T @ a)
-    v = evecs.flip(1)
-    s = evals.flip(0).to(torch.float64).clamp_min(0).sqrt()
+    a, evals, v = _eigen(kernel, size, border, eig_dtype)
+    n = a.shape[0]
+    s = evals.to(torch.float64).clamp_min(0).sqrt()
     # Directions below the eigensolver's round-off floor are null space, not signal.
     floor = float(s[0]) * math.sqrt(n * torch.finfo(eig_dtype).eps)
     rank = int((s >= max(floor, zero_threshold)).sum()) if float(s[0]) > 0 else 0
     s[rank:] = 0
-    is_measured = a64.abs().sum(dim=1) > 0
+    is_measured = a.abs().sum(dim=1) > 0
     measured = torch.nonzero(is_measured).squeeze(1)
     unmeasured = torch.nonzero(~is_measured).squeeze(1)
     u_kept = (a[measured] @ v[:, :rank]) / s[:rank].to(eig_dtype)
@@ -236,11 +245,7 @@ def _dense_svd(
     u = torch.zeros(n, n, dtype=eig_dtype)
     u[measured, : measured.numel()] = torch.cat([u_kept, u_rest], dim=1)
     u[unmeasured, measured.numel() + torch.arange(unmeasured.numel())] = 1.0
-    out = (u, s, v)
-    _svd_cache[key] = out
-    while len(_svd_cache) > _CACHE_SIZE:
-        _svd_cache.popitem(last=False)
-    return out
+    return u, s, v
 
 
 class BorderBlur(HFunctions):
