@@ -21,16 +21,8 @@ import json
 import sys
 from pathlib import Path
 
-from ddrm_exp.tables import (
-    SPECS,
-    MixedSettingsError,
-    auto_table,
-    build_table,
-    find_run_dirs,
-    load_records,
-    plot_curves,
-    write_csv,
-)
+from ddrm_exp.report import MixedSettingsError, NoResultsError, specs, write_table
+from ddrm_exp.report.records import find_run_dirs
 
 
 def log_to_wandb(run_dirs: list[Path], name: str, csv_rows: list[dict], plot: Path | None) -> None:
@@ -70,7 +62,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("dirs", nargs="+", type=Path)
-    parser.add_argument("--table", choices=["auto", *SPECS], default="auto")
+    parser.add_argument("--table", choices=["auto", *specs()], default="auto")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument(
         "--wandb", action="store_true", help="log table and plot to the runs' wandb group"
@@ -80,29 +72,16 @@ def main() -> None:
     missing = [d for d in args.dirs if not d.exists()]
     if missing:
         sys.exit(f"make_tables: no such directory: {', '.join(map(str, missing))}")
-    records = load_records(args.dirs)
-    if not records:
-        sys.exit(f"make_tables: no results.jsonl under {', '.join(map(str, args.dirs))}")
-    name = args.table
-    if name == "auto":
-        name = auto_table(records)
-    spec = SPECS[name]
     try:
-        result = build_table(spec, records)
+        written = write_table(args.dirs, args.table, args.out)
+    except NoResultsError as exc:
+        sys.exit(f"make_tables: {exc}")
     except MixedSettingsError as exc:
         print(f"make_tables: error: {exc}", file=sys.stderr)
         sys.exit(2)
-    out = args.out or (args.dirs[0] / "tables")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{name}.md").write_text(result.markdown + "\n")
-    write_csv(result.rows, out / f"{name}.csv")
-    plot = plot_curves(result, spec, records, out / f"{name}_curve.png")
-    print(result.markdown)
-    print(
-        f"\nWrote {out / (name + '.md')}, {out / (name + '.csv')}" + (f", {plot}" if plot else "")
-    )
+    print(written.summary())
     if args.wandb:
-        log_to_wandb(find_run_dirs(args.dirs), name, result.rows, plot)
+        log_to_wandb(find_run_dirs(args.dirs), written.name, written.result.rows, written.plot)
 
 
 if __name__ == "__main__":

@@ -11,17 +11,17 @@ from typing import Any
 import pytest
 
 from ddrm_exp.metrics.summary import error_bar, format_stat, mean_ci
-from ddrm_exp.tables import (
-    FIGURE8,
-    GENERIC,
-    TABLE1,
+from ddrm_exp.report import (
     MixedSettingsError,
     Record,
     build_table,
+    get_spec,
     group,
     load_records,
     plot_curves,
 )
+
+TABLE1, FIGURE8, GENERIC = get_spec("table1"), get_spec("figure8"), get_spec("runs")
 
 ROOT = Path(__file__).resolve().parents[1]
 

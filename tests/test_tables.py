@@ -13,15 +13,9 @@ from hydra.core.global_hydra import GlobalHydra
 
 from ddrm_exp.config import validate
 from ddrm_exp.paths import CONF_DIR
-from ddrm_exp.tables import (
-    FIGURE8,
-    TABLE1,
-    Record,
-    auto_table,
-    build_table,
-    load_records,
-    plot_curves,
-)
+from ddrm_exp.report import Record, auto_table, build_table, get_spec, load_records, plot_curves
+
+TABLE1, FIGURE8 = get_spec("table1"), get_spec("figure8")
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,7 +13,7 @@ log = logging.getLogger(__name__)
 
 
 class WriteTables(Callback):
-    """Render the sweep's table (as ``scripts/make_tables.py`` would) into ``<sweep>/tables``.
+    """Render the sweep's table into ``<sweep>/tables``, as ``scripts/make_tables.py`` does.
 
     Enabled by an experiment file (``experiment=video_bsd``) or on the command line with
     ``+hydra.callbacks.tables._target_=ddrm_exp.tracking.callbacks.WriteTables``. A failure is
@@ -21,25 +21,19 @@ class WriteTables(Callback):
     """
 
     def __init__(self, table: str = "auto") -> None:
+        # A name from ddrm_exp.report's registry (ddrm_exp/report/tables/<name>.py), or "auto".
         self.table = table
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from ddrm_exp.tables import SPECS, auto_table, build_table, load_records, write_csv
+        from ddrm_exp.report import NoResultsError, write_table
 
         sweep_dir = Path(str(config.hydra.sweep.dir))
         try:
-            records = load_records([sweep_dir])
-            if not records:
-                log.warning("no results under %s: no table written", sweep_dir)
-                return
-            name = auto_table(records) if self.table == "auto" else self.table
-            result = build_table(SPECS[name], records)
-            out = sweep_dir / "tables"
-            out.mkdir(parents=True, exist_ok=True)
-            (out / f"{name}.md").write_text(result.markdown + "\n")
-            write_csv(result.rows, out / f"{name}.csv")
+            written = write_table([sweep_dir], self.table)
+        except NoResultsError:
+            log.warning("no results under %s: no table written", sweep_dir)
+            return
         except Exception as exc:  # noqa: BLE001 - the jobs' results must survive a table bug
             log.warning("could not write the %s table of %s: %s", self.table, sweep_dir, exc)
             return
-        print(result.markdown)
-        print(f"\nWrote {out / (name + '.md')}")
+        print(written.summary())

@@ -1,0 +1,274 @@
+"""What a run directory holds for the tables, and how it is read back.
+
+The runner writes one :class:`ResultLine` per restored image to ``results.jsonl`` (beside
+``config_resolved.yaml``) and one :class:`RunSummary` to ``summary.json``; these TypedDicts are
+the schema both the writers and the tables read. :func:`load_records` flattens the lines of every
+run directory under some paths into :class:`Record` objects, filling in the degradation settings
+of records older than the field so an old run never pools with a differently-set new one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, TypedDict
+
+Stat = dict[str, Any]  # mean_ci's output: mean, std, ci95, n (, min, max, values)
+
+
+class KernelInfo(TypedDict, total=False):
+    """A blind run's kernel, per image."""
+
+    assumed: str
+    estimator: str | None
+    operator: str
+    size: list[int]
+    rank1_error: float | None
+    ncc: float | None
+    ncc_estimate: float | None
+    estimation_seconds: float | None
+    file: str | None
+
+
+class TemporalInfo(TypedDict, total=False):
+    """A video frame's temporal setting (``name``, switches) and outcomes (flicker, ...)."""
+
+    name: str
+    warm_start: bool
+    t_star: int
+    align: str
+    shared_noise: bool
+    kernel_propagation: bool
+    warm_started: bool
+    flicker: float | None
+    warping_error: float | None
+    warping_error_sharp: float | None
+
+
+class ResultLine(TypedDict, total=False):
+    """One line of ``results.jsonl``: one restored image (or video frame)."""
+
+    index: int
+    name: str
+    input_sha256: str
+    task: str  # "image" (absent in older lines) or "video"
+    degradation: str
+    degradation_params: dict[str, Any]
+    sampler: str
+    sampler_params: dict[str, Any]
+    model: str
+    sigma_y: float
+    assumed_sigma_y: float
+    seed: int
+    nfe: int
+    seconds: float
+    batch_size: int
+    config_hash: str
+    restored: dict[str, float | None]  # psnr, ssim, lpips, residual_rel, residual_rms
+    baseline: dict[str, float | None]  # H⁺y, same metrics
+    measurement: dict[str, float | None]  # the measurement's own PSNR/SSIM, where comparable
+    measurement_source: str
+    kernel: KernelInfo
+    temporal: TemporalInfo
+    sequence: str
+    frame: int
+    position: int
+
+
+class RunSummary(TypedDict, total=False):
+    """``summary.json``: a run's settings and the statistics of its per-image results."""
+
+    count: int
+    task: str
+    dataset: str
+    degradation: str
+    degradation_params: dict[str, Any]
+    model: str
+    sampler: str
+    sampler_params: dict[str, Any]
+    sigma_y: float
+    seed: int
+    timesteps: int
+    eta: float
+    eta_b: float
+    nfe: int
+    nfe_per_s: float
+    seconds_per_image: float
+    config_hash: str
+    restored: dict[str, Stat]
+    baseline: dict[str, Stat]
+    measurement: dict[str, Stat]
+    kernel: dict[str, Any]
+    temporal: dict[str, Any]
+    sequences: Any
+    psnr_note: str
+    lpips_note: str
+
+
+@dataclass(frozen=True)
+class Record:
+    """One restored image, flattened from a results.jsonl line."""
+
+    run_dir: Path
+    degradation: str
+    sampler: str
+    params: dict[str, Any]
+    sigma_y: float
+    index: int
+    seed: int
+    values: dict[str, float | None]  # psnr, ssim, lpips, baseline_psnr, ...
+    seconds: float
+    nfe: int
+    raw: ResultLine = field(repr=False, default_factory=lambda: ResultLine())
+    # The degradation's own settings (official_compat, source, mask_path, kernels, ...); None
+    # where they are unknown (a record older than the field, with no config to read them from).
+    degradation_params: dict[str, Any] | None = None
+
+    @property
+    def key(self) -> tuple[int, int]:
+        """Identifies the same image and measurement across runs, for paired differences."""
+        return (self.index, self.seed)
+
+
+# ---- what a record says, read the same way by every table ----------------------------------
+def assumed_kernel(r: Record) -> str:
+    """The kernel a blind run assumed (``degradation.assumed_kernel``), else the degradation."""
+    return str((r.raw.get("kernel") or {}).get("assumed") or r.degradation)
+
+
+def assumed_sigma(r: Record) -> float:
+    """The σ_y the sampler assumed (Figure 8's axis); the true one when not set apart."""
+    value = r.raw.get("assumed_sigma_y")
+    return r.sigma_y if value is None else float(value)
+
+
+def kernel_field(r: Record, key: str) -> Any:
+    return (r.raw.get("kernel") or {}).get(key)
+
+
+def temporal_field(r: Record, key: str) -> Any:
+    return (r.raw.get("temporal") or {}).get(key)
+
+
+# ---- loading -------------------------------------------------------------------------------
+def find_run_dirs(paths: Iterable[Path]) -> list[Path]:
+    runs: set[Path] = set()
+    for root in paths:
+        root = Path(root)
+        if (root / "results.jsonl").is_file():
+            runs.add(root)
+        runs.update(p.parent for p in root.rglob("results.jsonl"))
+    return sorted(runs)
+
+
+def _config_degradation(run_dir: Path) -> tuple[str | None, dict[str, Any]] | None:
+    """The config_hash and degradation settings of ``config_resolved.yaml`` in ``run_dir``."""
+    from omegaconf import DictConfig, OmegaConf
+
+    from ddrm_exp.tracking.resume import config_hash, neutral_keys
+
+    path = run_dir / "config_resolved.yaml"
+    try:
+        cfg = OmegaConf.load(path)
+        if not isinstance(cfg, DictConfig) or not isinstance(cfg.get("degradation"), DictConfig):
+            return None
+        fingerprint = config_hash(cfg)
+        values = OmegaConf.to_container(cfg.degradation, resolve=True)
+    except Exception:  # noqa: BLE001 - a missing or unreadable file: the settings stay unknown
+        return None
+    neutral = neutral_keys("degradation")
+    params = {
+        str(k): v
+        for k, v in values.items()  # type: ignore[union-attr]
+        if not str(k).startswith("_") and str(k) not in neutral
+    }
+    return fingerprint, params
+
+
+@lru_cache(maxsize=64)
+def _group_keys(group: str, option: str) -> frozenset[str]:
+    """The keys ``conf/<group>/<option>.yaml`` has today; empty for an option not there.
+    Cached: it is asked once per record of a degradation without some later-added key."""
+    from omegaconf import DictConfig, OmegaConf
+
+    from ddrm_exp.paths import CONF_DIR
+
+    try:
+        node = OmegaConf.load(CONF_DIR / group / f"{option}.yaml")
+    except Exception:  # noqa: BLE001 - not one of the project's options (or not a file)
+        return frozenset()
+    return frozenset(str(k) for k in node.keys()) if isinstance(node, DictConfig) else frozenset()
+
+
+def degradation_settings(
+    r: ResultLine, run_dir: Path, configs: dict[Path, Any]
+) -> dict[str, Any] | None:
+    """A record's degradation settings, as complete as can be known, or None where unknown.
+
+    Records written before ``degradation_params`` existed take them from their run directory's
+    ``config_resolved.yaml`` when its config_hash is the record's (``configs`` caches the file
+    per directory). Keys added to a degradation after results existed (``official_compat``,
+    ``mask_path``, ``source``) are filled with the value that computed those results, where the
+    degradation has the key today, so an old run pairs with a new one at that value and never
+    with one that sets it otherwise.
+    """
+    from ddrm_exp.tracking.resume import later_defaults
+
+    params = r.get("degradation_params")
+    if not isinstance(params, dict):
+        if run_dir not in configs:
+            configs[run_dir] = _config_degradation(run_dir)
+        found = configs[run_dir]
+        stored = r.get("config_hash")
+        if found is None or (stored is not None and stored != found[0]):
+            return None  # no config, or one of other settings than this record's
+        params = found[1]
+    params = dict(params)
+    later = later_defaults("degradation")
+    missing = [k for k in later if k not in params]
+    if missing:
+        has = _group_keys("degradation", str(r.get("degradation")))
+        params.update({k: later[k] for k in missing if k in has})
+    return params
+
+
+_PARTS = (("restored", ""), ("baseline", "baseline_"), ("measurement", "measurement_"))
+
+
+def _record(r: ResultLine, run_dir: Path, configs: dict[Path, Any]) -> Record:
+    values: dict[str, float | None] = {}
+    for part, prefix in _PARTS:
+        for k, v in (r.get(part) or {}).items():  # type: ignore[attr-defined]
+            values[prefix + k] = v
+    return Record(
+        run_dir=run_dir,
+        degradation=str(r.get("degradation")),
+        sampler=str(r.get("sampler")),
+        params=dict(r.get("sampler_params") or {}),
+        sigma_y=float(r.get("sigma_y", 0.0)),
+        index=int(r["index"]),
+        seed=int(r.get("seed", 0)),
+        values=values,
+        seconds=float(r.get("seconds", math.nan)),
+        nfe=int(r.get("nfe", 0)),
+        raw=r,
+        degradation_params=degradation_settings(r, run_dir, configs),
+    )
+
+
+def load_records(paths: Iterable[Path]) -> list[Record]:
+    """Every record of every run directory (any directory with results.jsonl) under ``paths``."""
+    records = []
+    configs: dict[Path, Any] = {}
+    for run_dir in find_run_dirs(paths):
+        for line in (run_dir / "results.jsonl").read_text().splitlines():
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a torn last line of a killed run
+            records.append(_record(r, run_dir, configs))
+    return records
