@@ -13,8 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from helpers import compose_cfg
 from hydra.utils import instantiate
 from PIL import Image
 from torch import Tensor
@@ -26,7 +25,6 @@ from ddrm_exp.datasets.bsd import blur_reflect, natural_key
 from ddrm_exp.datasets.bsd_mini import MOTION_FILE, read_motion, read_photo_folder, write_mini_bsd
 from ddrm_exp.datasets.bsd_mini import main as mini_main
 from ddrm_exp.errors import ConfigError
-from ddrm_exp.paths import CONF_DIR
 
 SIZE = (48, 64)  # (H, W) of the mini frames: small, and not square, to exercise the crop
 
@@ -477,25 +475,19 @@ def test_synthetic_bad_options(mini_root: Path, kernel_api: Any) -> None:
 # ----------------------------------------------------------------------------- configs
 
 
-def _compose(overrides: list[str]) -> Any:
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="config", overrides=overrides)
-
-
 def test_config_default_root() -> None:
-    cfg = _compose(["dataset=bsd", "paths.data_dir=/data"])
+    cfg = compose_cfg(["dataset=bsd", "paths.data_dir=/data"])
     assert cfg.dataset.root == "/data/BSD"
     assert cfg.dataset.exposure == "1ms8ms" and cfg.dataset.split == "test"
 
 
 def test_config_instantiates(mini_root: Path, kernel_api: Any) -> None:
-    cfg = _compose(["dataset=bsd", f"dataset.root={mini_root}", "dataset.sequences=[1]"])
+    cfg = compose_cfg(["dataset=bsd", f"dataset.root={mini_root}", "dataset.sequences=[1]"])
     ds = instantiate(cfg.dataset, image_size=(24, 32))
     assert isinstance(ds, BSDDataset) and len(ds) == 5
     assert ds[0]["measurement"].shape == (3, 24, 32)
 
-    cfg = _compose(
+    cfg = compose_cfg(
         [
             "dataset=bsd_synthetic",
             f"dataset.root={mini_root}",
@@ -508,6 +500,6 @@ def test_config_instantiates(mini_root: Path, kernel_api: Any) -> None:
     assert isinstance(ds, BSDSyntheticDataset) and len(ds) == 2
     assert ds[1]["kernel"].shape == (5, 5)
 
-    cfg = _compose(["dataset=bsd", f"dataset.root={mini_root}", "dataset.exposure=2ms16ms"])
+    cfg = compose_cfg(["dataset=bsd", f"dataset.root={mini_root}", "dataset.exposure=2ms16ms"])
     with pytest.raises(ConfigError, match="BSD_2ms16ms"):
         instantiate_config("dataset", cfg.dataset, image_size=16)

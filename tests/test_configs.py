@@ -6,10 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from helpers import compose_cfg
 from hydra.utils import instantiate
-from omegaconf import DictConfig, open_dict
+from omegaconf import open_dict
 
 from ddrm_exp.config import image_size_of, validate
 from ddrm_exp.errors import ConfigError
@@ -20,13 +19,6 @@ GROUPS = ["dataset", "degradation", "noise", "model", "sampler", "logger", "path
 
 def options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
-
-
-def compose_cfg(overrides: list[str]) -> DictConfig:
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        # return_hydra_config resolves ${hydra:...}-free paths the same way the CLI does
-        return compose(config_name="config", overrides=overrides)
 
 
 def test_every_group_has_options() -> None:

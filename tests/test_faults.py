@@ -20,15 +20,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from helpers import compose_cfg
 from omegaconf import DictConfig
 from PIL import Image
 
 from ddrm_exp.datasets import ImageFolderDataset
 from ddrm_exp.errors import ConfigError, RunError
 from ddrm_exp.models.checkpoints import load_state_dict
-from ddrm_exp.paths import CONF_DIR
 from ddrm_exp.runner import RunContext, Setup, format_summary, run
 from ddrm_exp.tracking.identity import INPUT_KEY, DatasetChanged
 from ddrm_exp.tracking.lock import LOCK_NAME
@@ -67,14 +65,12 @@ def folder(root: Path, names: list[str]) -> Path:
     return root
 
 
-def compose_cfg(overrides: list[str]) -> DictConfig:
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="config", overrides=[*FAST, *overrides])
+def compose_fast(overrides: list[str]) -> DictConfig:
+    return compose_cfg([*FAST, *overrides])
 
 
 def run_in(out_dir: Path, overrides: list[str]) -> dict[str, Any]:
-    cfg = compose_cfg(overrides)
+    cfg = compose_fast(overrides)
     return run(cfg, RunContext(output_dir=out_dir, choices={"model": "gaussian"}))
 
 
@@ -192,8 +188,8 @@ def test_same_name_other_contents_is_refused(tmp_path: Path) -> None:
 def test_skip_unreadable_keeps_the_config_hash(tmp_path: Path) -> None:
     """Adding the option left the hashes of existing folder runs as they were."""
     base = ["dataset=folder", f"dataset.root={tmp_path}"]
-    plain = config_hash(compose_cfg(base))
-    assert config_hash(compose_cfg([*base, "dataset.skip_unreadable=true"])) == plain
+    plain = config_hash(compose_fast(base))
+    assert config_hash(compose_fast([*base, "dataset.skip_unreadable=true"])) == plain
 
 
 def test_folder_names_in_natural_order(tmp_path: Path) -> None:
@@ -574,10 +570,10 @@ def test_video_run_refuses_a_changed_dataset_too(tmp_path: Path, no_model: None)
     ]
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    record = {"index": 0, "name": "999/00000", "config_hash": config_hash(compose_cfg(overrides))}
+    record = {"index": 0, "name": "999/00000", "config_hash": config_hash(compose_fast(overrides))}
     (run_dir / "results.jsonl").write_text(json.dumps(record) + "\n")
     with pytest.raises(DatasetChanged, match="'999/00000' then"):
-        run(compose_cfg(overrides), RunContext(output_dir=run_dir, choices={"model": "gaussian"}))
+        run(compose_fast(overrides), RunContext(output_dir=run_dir, choices={"model": "gaussian"}))
 
 
 # ------------------------------------------- real faults on a small tmpfs, where one can be made

@@ -7,14 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from helpers import compose_cfg
 from PIL import Image
 
 from ddrm_exp.degradations.colorization import Colorization
 from ddrm_exp.degradations.inpainting import RandomInpainting
 from ddrm_exp.degradations.separable import Deblurring, SuperResolution
-from ddrm_exp.paths import CONF_DIR
 from ddrm_exp.runner import RunContext, run
 from ddrm_exp.tracking.figures import (
     CAPTION_H,
@@ -63,14 +61,8 @@ def test_tiles_are_upscaled_and_titled() -> None:
     assert (arr[:TITLE_H] < 128).any()  # the column titles are drawn
 
 
-def _compose(overrides: list[str]):  # noqa: ANN202 - a DictConfig
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="config", overrides=overrides)
-
-
 def test_resumed_run_grid_shows_every_image(tmp_path: Path) -> None:
-    cfg = _compose(
+    cfg = compose_cfg(
         [
             "model=gaussian",
             "model.image_size=32",
@@ -144,11 +136,11 @@ def test_official_measurement_png_of_inpainting(tmp_path: Path) -> None:
     ]
     out: dict[str, Path] = {}
     for style in ("labelled", "official"):
-        cfg = _compose([*base, f"measurement_style={style}"])
+        cfg = compose_cfg([*base, f"measurement_style={style}"])
         out[style] = tmp_path / style
         run(cfg, RunContext(output_dir=out[style], choices={"degradation": "inpaint_random"}))
-    assert config_hash(_compose([*base, "measurement_style=official"])) == config_hash(
-        _compose(base)
+    assert config_hash(compose_cfg([*base, "measurement_style=official"])) == config_hash(
+        compose_cfg(base)
     )
     kept = RandomInpainting(SHAPE, fraction=0.5, seed=0).mask.numpy()
     pngs = sorted(p.name for p in (out["official"] / "images").iterdir())
@@ -187,4 +179,4 @@ def test_measurement_style_is_checked() -> None:
     from ddrm_exp.errors import ConfigError
 
     with pytest.raises(ConfigError, match="measurement_style must be one of labelled, official"):
-        validate(_compose(["measurement_style=offical"]))
+        validate(compose_cfg(["measurement_style=offical"]))

@@ -19,8 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from helpers import compose_cfg
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
@@ -28,7 +27,6 @@ from ddrm_exp import load_operator
 from ddrm_exp.degradations import fit_mask, read_mask_file
 from ddrm_exp.degradations import official_masks as om
 from ddrm_exp.errors import ConfigError
-from ddrm_exp.paths import CONF_DIR
 from ddrm_exp.tracking.resume import config_hash
 
 INPAINTING = ["inpaint_random", "inpaint_box", "inpaint_lorem"]
@@ -288,12 +286,6 @@ def test_download_failures_leave_nothing(
 
 
 # ---- configs, hashes, the CLI ------------------------------------------------------------------
-def _compose(overrides: list[str]) -> DictConfig:
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="config", overrides=overrides)
-
-
 def _without(cfg: DictConfig, *keys: str) -> DictConfig:
     plain = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(plain, dict)
@@ -315,7 +307,7 @@ def _without(cfg: DictConfig, *keys: str) -> DictConfig:
     ],
 )
 def test_new_keys_at_default_keep_the_config_hash(name: str, new_keys: list[str]) -> None:
-    cfg = _compose([f"degradation={name}"])
+    cfg = compose_cfg([f"degradation={name}"])
     assert config_hash(cfg) == config_hash(_without(cfg, *new_keys))
     changed = {
         "official_compat": "true",
@@ -325,18 +317,18 @@ def test_new_keys_at_default_keep_the_config_hash(name: str, new_keys: list[str]
     }
     for key in new_keys:
         if changed[key] is not None:
-            other = _compose([f"degradation={name}", f"degradation.{key}={changed[key]}"])
+            other = compose_cfg([f"degradation={name}", f"degradation.{key}={changed[key]}"])
             assert config_hash(other) != config_hash(cfg), key
 
 
 def test_table1_uses_the_official_mask_only_for_lorem() -> None:
-    lorem = _compose(["experiment=table1", "degradation=inpaint_lorem"])
+    lorem = compose_cfg(["experiment=table1", "degradation=inpaint_lorem"])
     assert lorem.degradation.source == "official"
-    demo = _compose(["experiment=table1", "degradation=inpaint_lorem", "lorem_source=rendered"])
+    demo = compose_cfg(["experiment=table1", "degradation=inpaint_lorem", "lorem_source=rendered"])
     assert demo.degradation.source == "rendered"
-    colorize = _compose(["experiment=table1", "degradation=colorize"])
+    colorize = compose_cfg(["experiment=table1", "degradation=colorize"])
     assert "source" not in colorize.degradation
-    assert _compose(["degradation=inpaint_lorem"]).degradation.source == "rendered"
+    assert compose_cfg(["degradation=inpaint_lorem"]).degradation.source == "rendered"
 
 
 def test_cli_official_offline_is_one_paragraph_before_the_model(tmp_path: Path) -> None:

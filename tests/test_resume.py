@@ -14,12 +14,10 @@ from typing import Any
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from helpers import compose_cfg
 from omegaconf import DictConfig
 from PIL import Image
 
-from ddrm_exp.paths import CONF_DIR
 from ddrm_exp.runner import RunContext, run
 from ddrm_exp.tracking.files import atomic_write, save_png
 from ddrm_exp.tracking.resume import config_hash
@@ -36,14 +34,12 @@ FAST = [
 ]
 
 
-def compose_cfg(overrides: list[str]) -> DictConfig:
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="config", overrides=[*FAST, *overrides])
+def compose_fast(overrides: list[str]) -> DictConfig:
+    return compose_cfg([*FAST, *overrides])
 
 
 def run_in(out_dir: Path, overrides: list[str] | None = None) -> dict[str, Any]:
-    cfg = compose_cfg(overrides or [])
+    cfg = compose_fast(overrides or [])
     return run(cfg, RunContext(output_dir=out_dir, choices={"model": "gaussian"}))
 
 
@@ -57,7 +53,7 @@ def metrics_by_index(records: list[dict[str, Any]]) -> dict[int, tuple[Any, Any]
 
 def test_complete_job_is_skipped(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     first = run_in(tmp_path)
-    assert first["count"] == 4 and first["config_hash"] == config_hash(compose_cfg([]))
+    assert first["count"] == 4 and first["config_hash"] == config_hash(compose_fast([]))
     stamp = (tmp_path / "results.jsonl").stat().st_mtime_ns
     with caplog.at_level(logging.INFO):
         again = run_in(tmp_path, ["batch_size=1", "device=cpu"])  # neutral settings

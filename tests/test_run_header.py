@@ -7,41 +7,33 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from helpers import compose_cfg
 
 from ddrm_exp import run_header
 from ddrm_exp.errors import ConfigError
 from ddrm_exp.metrics import image as image_metrics
-from ddrm_exp.paths import CONF_DIR
 from ddrm_exp.runner import setup
 from ddrm_exp.tracking.resume import config_hash
-
-
-def _compose(overrides: list[str]):  # noqa: ANN202 - a DictConfig
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="config", overrides=overrides)
 
 
 def test_threads_option_sets_torch_and_leaves_the_hash() -> None:
     before = torch.get_num_threads()
     try:
-        run_header.apply_threads(_compose(["threads=1"]))
+        run_header.apply_threads(compose_cfg(["threads=1"]))
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
-    assert _compose([]).threads is None
-    assert config_hash(_compose(["threads=1"])) == config_hash(_compose([]))
+    assert compose_cfg([]).threads is None
+    assert config_hash(compose_cfg(["threads=1"])) == config_hash(compose_cfg([]))
     for bad in ("threads=0", "threads=two"):
         with pytest.raises(ConfigError, match="threads"):
-            run_header.apply_threads(_compose([bad]))
+            run_header.apply_threads(compose_cfg([bad]))
 
 
 def test_header_names_threads_and_the_resize_once(caplog: pytest.LogCaptureFixture) -> None:
     from ddrm_exp.runner import RunContext
 
-    cfg = _compose(["model=gaussian", "dataset.limit=1", "logger=none", "metrics.lpips=false"])
+    cfg = compose_cfg(["model=gaussian", "dataset.limit=1", "logger=none", "metrics.lpips=false"])
     s = setup(cfg, RunContext(output_dir=Path("unused")))
     with caplog.at_level(logging.INFO, logger="ddrm_exp"):
         run_header.log_header(cfg, {"dataset": "samples"}, torch.device("cpu"), s)

@@ -6,20 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from omegaconf import DictConfig
+from helpers import compose_cfg
 
 from ddrm_exp.paths import CONF_DIR
 from ddrm_exp.runner import RunContext, run
 
 FAST = ["sampler.timesteps=4", "metrics.lpips=false", "dataset.limit=2", "batch_size=2"]
-
-
-def compose_cfg(overrides: list[str]) -> DictConfig:
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="config", overrides=overrides)
 
 
 DEGRADATIONS = sorted(p.stem for p in (CONF_DIR / "degradation").glob("*.yaml"))

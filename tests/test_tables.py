@@ -8,11 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from helpers import compose_cfg
 
 from ddrm_exp.config import validate
-from ddrm_exp.paths import CONF_DIR
 from ddrm_exp.report import Record, auto_table, build_table, get_spec, load_records, plot_curves
 
 TABLE1, FIGURE8 = get_spec("table1"), get_spec("figure8")
@@ -21,11 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_table1_composes_with_report_settings() -> None:
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(
-            config_name="config", overrides=["experiment=table1"], return_hydra_config=True
-        )
+    cfg = compose_cfg(["experiment=table1"], hydra=True)
     validate(cfg)
     assert cfg.hydra.runtime.choices.model == "lsun_bedroom"
     assert cfg.hydra.runtime.choices.dataset == "lsun_bedroom"
@@ -113,14 +107,8 @@ def test_table1_miniature_multirun_and_make_tables(tmp_path: Path) -> None:
 
 
 # ---- blind deblurring: Table 2 and Figure 8 ----------------------------------------------------
-def _compose(overrides: list[str]):  # noqa: ANN202 - a DictConfig
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="config", overrides=overrides, return_hydra_config=True)
-
-
 def test_table2_and_figure8_compose_with_report_settings() -> None:
-    cfg = _compose(["experiment=table2"])
+    cfg = compose_cfg(["experiment=table2"], hydra=True)
     validate(cfg)
     choices = cfg.hydra.runtime.choices
     assert (choices.dataset, choices.degradation) == ("bsd_synthetic", "blur_estimated")
@@ -130,7 +118,7 @@ def test_table2_and_figure8_compose_with_report_settings() -> None:
     assert params["degradation.assumed_kernel"] == "gt,aniso2d,gauss,estimated"
     assert params["noise.sigma_y"] == "0.02,0.0"
 
-    cfg = _compose(["experiment=figure8"])
+    cfg = compose_cfg(["experiment=figure8"], hydra=True)
     validate(cfg)
     assert cfg.hydra.runtime.choices.dataset == "bsd" and cfg.noise.sigma_y == 0
     params = cfg.hydra.sweeper.params

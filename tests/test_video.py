@@ -13,14 +13,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from omegaconf import DictConfig
+from helpers import compose_cfg
 
 from ddrm_exp.datasets.bsd_mini import write_mini_bsd
 from ddrm_exp.errors import ConfigError
 from ddrm_exp.models.gaussian import build_gaussian_prior
-from ddrm_exp.paths import CONF_DIR
 from ddrm_exp.runner import RunContext, format_summary, run
 from ddrm_exp.samplers import DDRM, WarmStart
 from ddrm_exp.tracking.video import read_video
@@ -60,12 +57,6 @@ def static_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for path in rest:
             shutil.copyfile(first, path)
     return root
-
-
-def compose_cfg(overrides: list[str]) -> DictConfig:
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="config", overrides=overrides)
 
 
 def run_video(out: Path, root: Path | None, *extra: str, data: list[str] = SYNTHETIC) -> dict:

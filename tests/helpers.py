@@ -1,0 +1,74 @@
+"""What many test files need: a composed config, the CLI in a subprocess, fast overrides.
+
+Imported as ``from helpers import ...`` (pytest puts tests/ on sys.path).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig
+
+from ddrm_exp.paths import CONF_DIR
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Small, fast runs of the real pipeline: few steps, no LPIPS network, two images in one batch.
+FAST_RUN = ["sampler.timesteps=4", "metrics.lpips=false", "dataset.limit=2", "batch_size=2"]
+# The closed-form Gaussian prior at 32 px, no tracking: no weights to load, seconds per run.
+GAUSSIAN_32 = ["logger=none", "model=gaussian", "model.image_size=32", "metrics.lpips=false"]
+
+
+def compose_cfg(overrides: list[str], *, hydra: bool = False) -> DictConfig:
+    """``conf/config.yaml`` with ``overrides``, as the CLI composes it (``hydra=True`` keeps
+    the ``hydra`` node: runtime choices, sweeper params, callbacks)."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides, return_hydra_config=hydra)
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """The environment a CLI subprocess gets: no wandb or HYDRA_FULL_ERROR settings of the
+    caller, one OpenMP thread (two processes' threads crawl on a 2-core box)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HYDRA_FULL_ERROR", "WANDB_"))}
+    env["OMP_NUM_THREADS"] = "1"
+    env["WANDB_SILENT"] = "true"
+    env.update(extra)
+    return env
+
+
+def run_cli(
+    args: list[str],
+    cwd: Path,
+    *,
+    module: str = "ddrm_exp",
+    timeout: float = 300,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """``python -m MODULE ARGS`` in ``cwd``; the caller checks the return code."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        env=env if env is not None else cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def run_script(
+    script: str, args: list[str], *, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """``python scripts/SCRIPT ARGS``; the caller checks the return code."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / script), *args],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
