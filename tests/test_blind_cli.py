@@ -8,14 +8,12 @@ combinations, the Table 2 sweep and its table), not the restoration quality of a
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import run_cli, run_script
 from omegaconf import OmegaConf
 
 from ddrm_exp.blind import AssumedBlur, PerImageOperators
@@ -43,20 +41,6 @@ def bsd_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("bsd")
     write_mini_bsd(root, sequences=2, frames=2, size=(48, 48))
     return root
-
-
-def run_cli(args: list[str], cwd: Path, module: str = "ddrm_exp") -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HYDRA_FULL_ERROR", "WANDB_"))}
-    # Two processes' worth of OpenMP threads on a small machine slow everything down.
-    env["OMP_NUM_THREADS"] = "1"
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def read_results(run_dir: Path) -> list[dict]:
@@ -256,13 +240,7 @@ def test_table2_miniature_multirun_and_make_tables(bsd_root: Path, tmp_path: Pat
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len([p for p in sweep.iterdir() if p.name.isdigit()]) == 2
 
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "make_tables.py"), "--table", "table2", str(sweep)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
+    out = run_script("make_tables.py", ["--table", "table2", str(sweep)], timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
     for needle in (
         "| Ground truth | ✓ (σ_y=0.02) |",

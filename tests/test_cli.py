@@ -3,28 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import FAST_RUN as FAST
+from helpers import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
-FAST = ["sampler.timesteps=4", "metrics.lpips=false", "dataset.limit=2", "batch_size=2"]
-
-
-def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HYDRA_FULL_ERROR", "WANDB_"))}
-    env["WANDB_SILENT"] = "true"
-    return subprocess.run(
-        [sys.executable, "-m", "ddrm_exp", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def read_results(run_dir: Path) -> list[dict]:

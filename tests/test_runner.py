@@ -6,13 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import FAST_RUN as FAST
 from helpers import compose_cfg
 
 from ddrm_exp.paths import CONF_DIR
 from ddrm_exp.runner import RunContext, run
-
-FAST = ["sampler.timesteps=4", "metrics.lpips=false", "dataset.limit=2", "batch_size=2"]
-
 
 DEGRADATIONS = sorted(p.stem for p in (CONF_DIR / "degradation").glob("*.yaml"))
 

@@ -11,9 +11,10 @@ import sys
 import time
 from pathlib import Path
 
+import helpers
 import pytest
 import torch
-from helpers import compose_cfg
+from helpers import cli_env, compose_cfg
 
 from ddrm_exp.datasets.bsd_mini import write_mini_bsd
 from ddrm_exp.errors import ConfigError
@@ -69,22 +70,9 @@ def run_video(out: Path, root: Path | None, *extra: str, data: list[str] = SYNTH
     return run(cfg, RunContext(output_dir=out, choices=choices))
 
 
-def cli_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HYDRA_FULL_ERROR", "WANDB_"))}
-    env["OMP_NUM_THREADS"] = "1"  # two processes' OpenMP threads crawl on a 2-core box
-    return env
-
-
 def run_cli(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     """``python -m ddrm_exp ARGS``, which must succeed."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "ddrm_exp", *args],
-        cwd=cwd,
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    proc = helpers.run_cli(args, cwd, timeout=timeout)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 
