@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import http.server
 import importlib.util
 import io
 import os
@@ -11,13 +10,13 @@ import pickle
 import re
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import QuietHandler, local_server
 from omegaconf import DictConfig, OmegaConf
 
 from ddrm_exp.errors import ConfigError
@@ -58,15 +57,11 @@ class Server:
 def server() -> Iterator[Server]:
     record: list[str] = []
 
-    class Handler(http.server.BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
             record.append(self.path)
             if self.path.startswith("/good"):
-                self.send_response(200)
-                self.send_header("Content-Type", "application/octet-stream")
-                self.send_header("Content-Length", str(len(GOOD)))
-                self.end_headers()
-                self.wfile.write(GOOD)
+                self.send_body(GOOD, "application/octet-stream")
             elif self.path.startswith("/truncated"):
                 self.send_response(200)
                 self.send_header("Content-Type", "application/octet-stream")
@@ -77,27 +72,12 @@ def server() -> Iterator[Server]:
                 self.close_connection = True
             elif self.path.startswith("/html"):
                 body = b"<!DOCTYPE html><html><body>Link expired</body></html>"
-                self.send_response(200)
-                self.send_header("Content-Type", "text/html")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                self.send_body(body, "text/html")
             else:
                 self.send_error(404, "Not Found")
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield Server(f"http://127.0.0.1:{httpd.server_address[1]}", record)
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
+    with local_server(Handler) as url:
+        yield Server(url, record)
 
 
 @pytest.fixture(autouse=True)

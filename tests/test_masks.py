@@ -8,18 +8,16 @@ to a generated file (no other file can match the real pinned sha256).
 from __future__ import annotations
 
 import hashlib
-import http.server
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers import compose_cfg
+from helpers import QuietHandler, compose_cfg, local_server
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
@@ -213,31 +211,17 @@ def server(tmp_path: Path) -> Iterator[tuple[str, list[str], dict[str, bytes]]]:
     routes: dict[str, bytes] = {}
     seen: list[str] = []
 
-    class Handler(http.server.BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
             seen.append(self.path)
             body = routes.get(self.path)
             if body is None:
                 self.send_error(404, "Not Found")
                 return
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.send_body(body)
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", seen, routes
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
+    with local_server(Handler) as url:
+        yield url, seen, routes
 
 
 @pytest.fixture()
