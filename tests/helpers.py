@@ -8,15 +8,17 @@ from __future__ import annotations
 import contextlib
 import http.server
 import os
+import signal
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from ddrm_exp.paths import CONF_DIR
 
@@ -106,3 +108,48 @@ def local_server(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[
         httpd.shutdown()
         httpd.server_close()
         thread.join(timeout=5)
+
+
+def spawn(cmd: list[str], cwd: Path, *, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """``cmd`` started in its own process group (so a hang cannot leave workers behind), its
+    stderr merged into stdout; collect it with :func:`reap`."""
+    return subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        env=env if env is not None else cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def reap(proc: subprocess.Popen[str], timeout: float = 240) -> tuple[int, str]:
+    """The return code and output of a :func:`spawn` process; fails the test (and kills the
+    whole process group) when it runs past ``timeout``."""
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(f"timed out: {' '.join(map(str, proc.args))}\n{out[-3000:]}")
+    return proc.returncode, out
+
+
+def config_error(overrides: list[str], out_dir: Path) -> str:
+    """The one-paragraph error ``python -m ddrm_exp OVERRIDES`` would print before exiting 2,
+    found in-process: the command-line check first, then the run's own (a ConfigError)."""
+    from ddrm_exp.cli_check import check_overrides
+    from ddrm_exp.errors import ConfigError
+    from ddrm_exp.runner import RunContext, run
+
+    problem = check_overrides(overrides)
+    if problem is not None:
+        return problem
+    cfg = compose_cfg(overrides, hydra=True)
+    choices = {k: str(v) for k, v in cfg.hydra.runtime.choices.items() if not k.startswith("hydra")}
+    with open_dict(cfg):
+        del cfg["hydra"]  # as the CLI's job config: the hydra node is Hydra's own
+    with pytest.raises(ConfigError) as info:
+        run(cfg, RunContext(output_dir=out_dir, choices=choices))
+    return str(info.value)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from helpers import FAST_RUN as FAST
-from helpers import run_cli
+from helpers import config_error, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -128,12 +128,23 @@ def test_rerun_in_same_dir_resumes(tmp_path: Path) -> None:
 def test_bad_input_short_error_no_traceback(
     tmp_path: Path, args: list[str], needles: list[str]
 ) -> None:
-    proc = run_cli([*args, "logger=none", f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)
-    assert proc.returncode != 0
-    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
-    message = proc.stderr + proc.stdout
+    message = config_error([*args, "logger=none"], tmp_path / "run")
     for needle in needles:
         assert needle in message, message
+    assert not (tmp_path / "run" / "results.jsonl").exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["degradation=sr5"], ["noise.sigma_y=-0.1"]],  # caught before Hydra; caught by the run
+    ids=["command line", "run"],
+)
+def test_cli_prints_bad_input_as_one_line_and_exits_2(tmp_path: Path, args: list[str]) -> None:
+    proc = run_cli([*args, "logger=none", f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
+    assert proc.stderr.startswith("ddrm_exp: error: ") and len(proc.stderr.splitlines()) <= 3
+    assert config_error(args, tmp_path / "in_process") in proc.stderr
     assert not (tmp_path / "run" / "results.jsonl").exists()
 
 

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import stat
-import subprocess
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -14,6 +11,7 @@ from typing import Any
 
 import hydra.core.utils as hydra_utils
 import pytest
+from helpers import reap, spawn
 from omegaconf import OmegaConf
 
 from ddrm_exp.distributed import SINGLE, Shard, pin_hydra_clock
@@ -49,32 +47,10 @@ def test_pinned_clock_survives_hydra_reregistering_now(monkeypatch: pytest.Monke
     assert cfg.dir == "2001-02-03/04-05-06"
 
 
-def env() -> dict[str, str]:
-    out = {k: v for k, v in os.environ.items() if not k.startswith(("HYDRA_FULL_ERROR", "WANDB_"))}
-    # One thread per process: the CI box has two cores, and torchrun sets the same.
-    out["OMP_NUM_THREADS"] = "1"
-    out["WANDB_SILENT"] = "true"
-    return out
-
-
 def run_ok(cmd: list[str], cwd: Path, timeout: float = 240) -> str:
     """Run ``cmd`` in its own process group, so a hang cannot leave torchrun's workers behind."""
-    proc = subprocess.Popen(
-        cmd,
-        cwd=cwd,
-        env=env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        pytest.fail(f"timed out: {' '.join(cmd)}\n{out[-4000:]}")
-    assert proc.returncode == 0, out[-4000:]
+    rc, out = reap(spawn(cmd, cwd), timeout)
+    assert rc == 0, out[-4000:]
     return out
 
 

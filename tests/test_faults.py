@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers import compose_cfg
+from helpers import compose_cfg, reap, spawn
 from omegaconf import DictConfig
 from PIL import Image
 
@@ -89,12 +89,6 @@ def no_model(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Setup, "load_prior", refuse)
 
 
-def env() -> dict[str, str]:
-    out = {k: v for k, v in os.environ.items() if not k.startswith(("HYDRA_FULL_ERROR", "WANDB_"))}
-    out["OMP_NUM_THREADS"] = "1"  # two cores, shared: one thread per process
-    return out
-
-
 def start(args: list[str], cwd: Path) -> subprocess.Popen[str]:
     """``python -m ddrm_exp`` with FAST and ``args``; with SLOW in ``args``, paced per batch.
 
@@ -102,25 +96,11 @@ def start(args: list[str], cwd: Path) -> subprocess.Popen[str]:
     """
     paced = all(a in args for a in SLOW)
     entry = ["-c", PACED_MAIN.format(pace=PACE_S)] if paced else ["-m", "ddrm_exp"]
-    return subprocess.Popen(
-        [sys.executable, *entry, *FAST, *args],
-        cwd=cwd,
-        env=env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    return spawn([sys.executable, *entry, *FAST, *args], cwd)
 
 
 def finish(proc: subprocess.Popen[str], timeout: float = 180) -> tuple[int, str]:
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        pytest.fail(f"timed out:\n{out[-3000:]}")
-    return proc.returncode, out
+    return reap(proc, timeout)
 
 
 def cli(args: list[str], cwd: Path) -> tuple[int, str]:
@@ -518,7 +498,7 @@ def test_torchrun_into_a_locked_directory_is_refused_on_every_rank(tmp_path: Pat
 
     run_dir = tmp_path / "run"
     with RunLock.acquire(run_dir):
-        proc = subprocess.Popen(
+        proc = spawn(
             [
                 sys.executable,
                 "-m",
@@ -531,12 +511,7 @@ def test_torchrun_into_a_locked_directory_is_refused_on_every_rank(tmp_path: Pat
                 "dataset.limit=2",
                 f"hydra.run.dir={run_dir}",
             ],
-            cwd=tmp_path,
-            env=env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
+            tmp_path,
         )
         rc, out = finish(proc, timeout=240)
     assert rc != 0

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import os
 import stat
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from helpers import cli_env, reap, spawn
 from omegaconf import OmegaConf
 
 from ddrm_exp.errors import ConfigError
@@ -31,25 +31,10 @@ SWEEP = [
 
 
 def run_cli(args: list[str], cwd: Path, extra_env: dict[str, str] | None = None) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HYDRA_FULL_ERROR", "WANDB_"))}
-    env["OMP_NUM_THREADS"] = "1"  # the jobs run side by side on a 2-core box
-    env.update(extra_env or {})
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ddrm_exp", *args],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        out, _ = proc.communicate(timeout=240)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, 9)
-        out, _ = proc.communicate()
-        pytest.fail(f"timed out:\n{out[-3000:]}")
-    return f"rc={proc.returncode}\n{out}"
+    # One OpenMP thread per process: the jobs run side by side on a 2-core box.
+    proc = spawn([sys.executable, "-m", "ddrm_exp", *args], cwd, env=cli_env(**(extra_env or {})))
+    rc, out = reap(proc)
+    return f"rc={rc}\n{out}"
 
 
 def assert_two_jobs(sweep: Path) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import torch
-from helpers import compose_cfg
+from helpers import compose_cfg, reap, spawn
 from omegaconf import DictConfig
 from PIL import Image
 
@@ -168,27 +168,12 @@ KILL_ARGS = [
 
 
 def cli(args: list[str], cwd: Path) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HYDRA_FULL_ERROR", "WANDB_"))}
-    # One thread: on a loaded 2-core box, two spinning OpenMP threads per process run ~20x slower.
-    env["OMP_NUM_THREADS"] = "1"
-    return subprocess.Popen(
-        [sys.executable, "-m", "ddrm_exp", *args],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    return spawn([sys.executable, "-m", "ddrm_exp", *args], cwd)
 
 
 def finish(proc: subprocess.Popen[str], timeout: float = 240) -> str:
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, _ = proc.communicate()
-        pytest.fail(f"timed out:\n{out[-3000:]}")
-    assert proc.returncode == 0, out[-3000:]
+    rc, out = reap(proc, timeout)
+    assert rc == 0, out[-3000:]
     return out
 
 
