@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 from helpers import FAST_RUN as FAST
-from helpers import config_error, run_cli
+from helpers import compose_cfg, config_error, run_cli
+
+from ddrm_exp.runner import RunContext, run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -161,24 +163,15 @@ def test_bundled_tiny_model_runs(tmp_path: Path) -> None:
     assert summary["restored"]["psnr"]["mean"] > 15
 
 
-def test_speed_options_run_through_the_cli(tmp_path: Path) -> None:
-    """bf16 autocast and channels_last on the bundled model: a normal run, close to fp32."""
+def test_speed_options_keep_results_close(tmp_path: Path) -> None:
+    """bf16 autocast and channels_last on the bundled model: a normal run, close to fp32.
+    In-process: the CLI's path for the same model is test_bundled_tiny_model_runs."""
     psnrs = {}
     for name, extra in (("fp32", []), ("bf16", ["precision=bf16", "channels_last=true"])):
-        run_dir = tmp_path / name
-        proc = run_cli(
-            [
-                "model=tiny",
-                "degradation=sr4",
-                "logger=none",
-                "device=cpu",
-                *FAST,
-                *extra,
-                f"hydra.run.dir={run_dir}",
-            ],
-            cwd=tmp_path,
+        cfg = compose_cfg(
+            ["model=tiny", "degradation=sr4", "logger=none", "device=cpu", *FAST, *extra]
         )
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        psnrs[name] = [r["restored"]["psnr"] for r in read_results(run_dir)]
+        run(cfg, RunContext(output_dir=tmp_path / name, choices={"model": "tiny"}))
+        psnrs[name] = [r["restored"]["psnr"] for r in read_results(tmp_path / name)]
     for a, b in zip(psnrs["fp32"], psnrs["bf16"], strict=True):
         assert abs(a - b) < 0.2, psnrs
