@@ -14,6 +14,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -136,20 +137,27 @@ def reap(proc: subprocess.Popen[str], timeout: float = 240) -> tuple[int, str]:
     return proc.returncode, out
 
 
+def run_job(overrides: list[str], out_dir: Path) -> dict[str, Any]:
+    """One job of ``python -m ddrm_exp OVERRIDES`` in-process, with the runtime choices Hydra
+    would give it; returns the run's summary."""
+    from ddrm_exp.runner import RunContext, run
+
+    cfg = compose_cfg(overrides, hydra=True)
+    choices = {k: str(v) for k, v in cfg.hydra.runtime.choices.items() if not k.startswith("hydra")}
+    with open_dict(cfg):
+        del cfg["hydra"]  # as the CLI's job config: the hydra node is Hydra's own
+    return run(cfg, RunContext(output_dir=out_dir, choices=choices))
+
+
 def config_error(overrides: list[str], out_dir: Path) -> str:
     """The one-paragraph error ``python -m ddrm_exp OVERRIDES`` would print before exiting 2,
     found in-process: the command-line check first, then the run's own (a ConfigError)."""
     from ddrm_exp.cli_check import check_overrides
     from ddrm_exp.errors import ConfigError
-    from ddrm_exp.runner import RunContext, run
 
     problem = check_overrides(overrides)
     if problem is not None:
         return problem
-    cfg = compose_cfg(overrides, hydra=True)
-    choices = {k: str(v) for k, v in cfg.hydra.runtime.choices.items() if not k.startswith("hydra")}
-    with open_dict(cfg):
-        del cfg["hydra"]  # as the CLI's job config: the hydra node is Hydra's own
     with pytest.raises(ConfigError) as info:
-        run(cfg, RunContext(output_dir=out_dir, choices=choices))
+        run_job(overrides, out_dir)
     return str(info.value)

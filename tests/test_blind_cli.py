@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import config_error, run_cli, run_script
+from helpers import config_error, run_cli, run_job
 from omegaconf import OmegaConf
 
 from ddrm_exp.blind import AssumedBlur, PerImageOperators
@@ -23,6 +23,7 @@ from ddrm_exp.datasets.bsd_mini import write_mini_bsd
 from ddrm_exp.degradations.fft_blur import FFTBlur
 from ddrm_exp.degradations.kernels2d import motion_kernel
 from ddrm_exp.errors import ConfigError
+from ddrm_exp.report import write_table
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 32
@@ -216,11 +217,12 @@ def test_bad_combinations_are_refused_before_the_model(
     assert not (tmp_path / "run").exists() or not list((tmp_path / "run").rglob("*.png"))
 
 
-def test_table2_miniature_multirun_and_make_tables(bsd_root: Path, tmp_path: Path) -> None:
+def test_table2_miniature_sweep_and_table(bsd_root: Path, tmp_path: Path) -> None:
+    """experiment=table2's jobs, then its table (in-process: the multirun and make_tables.py
+    CLIs are test_cli's and test_tables')."""
     sweep = tmp_path / "sweep"
-    proc = run_cli(
-        [
-            "-m",
+    for job, kernel in enumerate(("gt", "estimated")):
+        overrides = [
             "experiment=table2",
             *FAST,
             f"dataset.root={bsd_root}",
@@ -229,17 +231,12 @@ def test_table2_miniature_multirun_and_make_tables(bsd_root: Path, tmp_path: Pat
             "dataset.kernel.size=9",
             "kernel_estimator.kernel_size=9",
             "save_images=false",
-            "degradation.assumed_kernel=gt,estimated",
+            f"degradation.assumed_kernel={kernel}",
             "noise.sigma_y=0.02",
-            f"hydra.sweep.dir={sweep}",
-        ],
-        cwd=tmp_path,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert len([p for p in sweep.iterdir() if p.name.isdigit()]) == 2
+        ]
+        run_job(overrides, sweep / str(job))
 
-    out = run_script("make_tables.py", ["--table", "table2", str(sweep)], timeout=120)
-    assert out.returncode == 0, out.stderr[-3000:]
+    table = write_table([sweep], "table2").result.markdown
     for needle in (
         "| Ground truth | ✓ (σ_y=0.02) |",
         "| Kernel estimation | ✓ (σ_y=0.02) |",
@@ -248,6 +245,6 @@ def test_table2_miniature_multirun_and_make_tables(bsd_root: Path, tmp_path: Pat
         "Blurry measurement (no restoration)",
         "1.000",  # the ground truth's kernel NCC
     ):
-        assert needle in out.stdout, needle
+        assert needle in table, needle
     assert (sweep / "tables" / "table2.md").is_file()
     assert (sweep / "tables" / "table2.csv").is_file()
