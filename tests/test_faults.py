@@ -24,6 +24,7 @@ from helpers import compose_cfg, reap, spawn
 from omegaconf import DictConfig
 from PIL import Image
 
+from ddrm_exp.cli_check import check_output_dir
 from ddrm_exp.datasets import ImageFolderDataset
 from ddrm_exp.errors import ConfigError, RunError
 from ddrm_exp.models.checkpoints import load_state_dict
@@ -412,10 +413,19 @@ def test_output_dir_that_is_a_file_is_refused_before_hydra(
     """Hydra creates the directory before any of our code runs: checked before it starts."""
     file = tmp_path / "taken"
     file.write_text("x")
-    code, out = cli([a.format(file=file) for a in ["dataset.limit=1", *args]], tmp_path)
+    problem = check_output_dir([a.format(file=file) for a in ["dataset.limit=1", *args]])
+    assert problem is not None and problem.startswith("The output directory of")
+    assert f"{file} is a file" in problem and f"{key}=..." in problem
+    assert file.read_text() == "x" and sorted(tmp_path.iterdir()) == [file]
+
+
+def test_cli_refuses_an_output_dir_that_is_a_file_in_one_paragraph(tmp_path: Path) -> None:
+    file = tmp_path / "taken"
+    file.write_text("x")
+    code, out = cli(["dataset.limit=1", f"hydra.run.dir={file}/run"], tmp_path)
     assert code == 2, out
     assert out.startswith("ddrm_exp: error: The output directory of") and "Traceback" not in out
-    assert f"{file} is a file" in out and f"{key}=..." in out
+    assert f"{file} is a file" in out
     assert len(out.strip().splitlines()) == 1  # one paragraph
     assert file.read_text() == "x" and sorted(tmp_path.iterdir()) == [file]
 
