@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import config_error, run_cli, run_job
+from helpers import GAUSSIAN_32, config_error, run_cli, run_job
 from omegaconf import OmegaConf
 
-from ddrm_exp.blind import AssumedBlur, PerImageOperators
 from ddrm_exp.config import instantiate_config
 from ddrm_exp.datasets.bsd import BSDSyntheticDataset
 from ddrm_exp.datasets.bsd_mini import write_mini_bsd
+from ddrm_exp.degradations.assumed_blur import AssumedBlur, PerImageOperators
 from ddrm_exp.degradations.fft_blur import FFTBlur
 from ddrm_exp.degradations.kernels2d import motion_kernel
 from ddrm_exp.errors import ConfigError
@@ -27,14 +27,7 @@ from ddrm_exp.report import write_table
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 32
-FAST = [
-    "model=gaussian",
-    f"model.image_size={SIZE}",
-    "sampler.timesteps=5",
-    "metrics.lpips=false",
-    "logger=none",
-    "batch_size=2",
-]
+FAST = [*GAUSSIAN_32, "sampler.timesteps=5", "batch_size=2"]
 
 
 @pytest.fixture(scope="module")

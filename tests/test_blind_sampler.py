@@ -58,13 +58,6 @@ def delta(size: int) -> Tensor:
 
 
 @pytest.fixture(scope="module")
-def tiny() -> DiffusionPrior:
-    cfg = OmegaConf.load(CONF / "model" / "tiny.yaml")
-    cfg.cache_dir = "."  # bundled weights: nothing is read from or written to the cache
-    return instantiate(cfg)
-
-
-@pytest.fixture(scope="module")
 def photos() -> Tensor:
     data = SampleImages(image_size=64, split="heldout")
     return torch.stack([data[i]["image"] for i in range(len(data))])
@@ -127,7 +120,7 @@ def test_kernel_update_recovers_the_blur_of_a_known_image(photos: Tensor) -> Non
     ["gaussian", "motion"],
 )
 def test_blind_restoration_beats_the_blurry_input(
-    tiny: DiffusionPrior, photos: Tensor, kind: str
+    tiny_prior: DiffusionPrior, photos: Tensor, kind: str
 ) -> None:
     """4 held-out photos, σ_y = 0.02, from a delta kernel. Measured (20 steps, defaults):
     Gaussian σ=1.5 11x11: mean NCC 0.85 vs the delta's 0.38, PSNR +1.9 dB over the blurry
@@ -142,7 +135,7 @@ def test_blind_restoration_beats_the_blurry_input(
     y = blur_circular(photos, k_true) + 2 * SIGMA_Y * noise
     operator = FFTBlur((3, 64, 64), kernel=delta(size))
     sampler = InLoopKernelDDRM(timesteps=20, kernel_size=size)
-    out = sampler.sample(tiny, operator, y.flatten(1), SIGMA_Y, generator=gens([0, 1, 2, 3]))
+    out = sampler.sample(tiny_prior, operator, y.flatten(1), SIGMA_Y, generator=gens([0, 1, 2, 3]))
 
     assert out.kernel is not None and out.kernel.shape == (4, size, size)
     assert bool((out.kernel >= 0).all())
@@ -293,7 +286,7 @@ def test_bad_init_kernel_raises(init_kernel: object, needle: str) -> None:
 
 
 def test_warm_start_from_the_true_kernel_beats_a_delta_start(
-    tiny: DiffusionPrior, photos: Tensor
+    tiny_prior: DiffusionPrior, photos: Tensor
 ) -> None:
     """Held-out photos 2-3, 13-tap motion blurs (seeds 2, 3), σ_y = 0.02, 20 steps. Measured:
     from a delta (start 0.4) NCC 0.80 / 0.88, PSNR 20.2 / 26.0 dB; from the true kernel with
@@ -305,8 +298,8 @@ def test_warm_start_from_the_true_kernel_beats_a_delta_start(
     y = (blur_circular(x, k_true) + 2 * SIGMA_Y * noise).flatten(1)
     operator = FFTBlur((3, 64, 64), kernel=delta(13))
     sampler = InLoopKernelDDRM(timesteps=20, kernel_size=13, init_start_fraction=0.7)
-    cold = sampler.sample(tiny, operator, y, SIGMA_Y, generator=gens(idx))
-    warm = sampler.sample(tiny, operator, y, SIGMA_Y, generator=gens(idx), init_kernel=k_true)
+    cold = sampler.sample(tiny_prior, operator, y, SIGMA_Y, generator=gens(idx))
+    warm = sampler.sample(tiny_prior, operator, y, SIGMA_Y, generator=gens(idx), init_kernel=k_true)
     for i in range(2):
         ncc_cold = normalized_cross_correlation(cold.kernel[i], k_true[i])
         ncc_warm = normalized_cross_correlation(warm.kernel[i], k_true[i])

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers import compose_cfg, reap, spawn
+from helpers import GAUSSIAN_32, compose_cfg, reap, spawn
 from omegaconf import DictConfig
 from PIL import Image
 
@@ -33,13 +33,7 @@ from ddrm_exp.tracking.identity import INPUT_KEY, DatasetChanged
 from ddrm_exp.tracking.lock import LOCK_NAME
 from ddrm_exp.tracking.resume import config_hash
 
-FAST = [
-    "logger=none",
-    "metrics.lpips=false",
-    "model=gaussian",
-    "model.image_size=32",
-    "sampler.timesteps=2",
-]
+FAST = [*GAUSSIAN_32, "sampler.timesteps=2"]
 # One image per batch, each batch held for PACE_S seconds (see start()), so that a run can be
 # killed, or a second one started, between two images however fast the box is.
 SLOW = ["batch_size=1"]

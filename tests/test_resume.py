@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import torch
-from helpers import compose_cfg, reap, spawn
+from helpers import GAUSSIAN_32, compose_cfg, reap, spawn
 from omegaconf import DictConfig
 from PIL import Image
 
@@ -22,16 +22,7 @@ from ddrm_exp.runner import RunContext, run
 from ddrm_exp.tracking.files import atomic_write, save_png
 from ddrm_exp.tracking.resume import config_hash
 
-FAST = [
-    "logger=none",
-    "model=gaussian",
-    "model.image_size=32",
-    "sampler.timesteps=4",
-    "metrics.lpips=false",
-    "save_images=false",
-    "batch_size=2",
-    "dataset.limit=4",
-]
+FAST = [*GAUSSIAN_32, "sampler.timesteps=4", "save_images=false", "batch_size=2", "dataset.limit=4"]
 
 
 def compose_fast(overrides: list[str]) -> DictConfig:

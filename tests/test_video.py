@@ -14,7 +14,7 @@ from pathlib import Path
 import helpers
 import pytest
 import torch
-from helpers import cli_env, compose_cfg
+from helpers import GAUSSIAN_32, cli_env, compose_cfg
 
 from ddrm_exp.datasets.bsd_mini import write_mini_bsd
 from ddrm_exp.errors import ConfigError
@@ -28,11 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SIZE = 32
 FRAMES = 4
 FAST = [
-    "model=gaussian",
-    f"model.image_size={SIZE}",
+    *GAUSSIAN_32,
     "sampler.timesteps=5",  # t = 800, 600, 400, 200, 0
-    "metrics.lpips=false",
-    "logger=none",
     "batch_size=2",
     "degradation=blur_given",
     "noise.sigma_y=0.02",
