@@ -50,7 +50,8 @@ from ddrm_exp.models.base import DiffusionPrior
 from ddrm_exp.models.pretrained import build_network
 from ddrm_exp.models.schedule import Schedule
 from ddrm_exp.paths import CONF_DIR
-from ddrm_exp.runner import STREAM_MEASUREMENT, STREAM_SAMPLER, image_generator, measure
+from ddrm_exp.run.measurement import measure
+from ddrm_exp.run.seeding import STREAM_MEASUREMENT, STREAM_SAMPLER, image_generator
 from ddrm_exp.samplers import DDRM, MCG
 
 

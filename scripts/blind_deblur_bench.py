@@ -79,9 +79,9 @@ from omegaconf import OmegaConf
 from scipy import stats
 from torch import Tensor
 
-from ddrm_exp.blind import AssumedBlur
 from ddrm_exp.datasets import SampleImages
 from ddrm_exp.datasets.samples import split_names
+from ddrm_exp.degradations.assumed_blur import AssumedBlur
 from ddrm_exp.degradations.base import HFunctions
 from ddrm_exp.degradations.blur2d import operator_for_kernel
 from ddrm_exp.degradations.fft_blur import ZERO_THRESHOLD, FFTBlur, blur_circular
@@ -93,7 +93,7 @@ from ddrm_exp.degradations.kernels2d import (
 )
 from ddrm_exp.metrics import format_stat, mean_ci
 from ddrm_exp.metrics.image import psnr
-from ddrm_exp.runner import STREAM_MEASUREMENT, STREAM_SAMPLER, image_generator
+from ddrm_exp.run.seeding import STREAM_MEASUREMENT, STREAM_SAMPLER, image_generator
 from ddrm_exp.samplers import DDRM
 from ddrm_exp.samplers.ddrm import draw_noise
 

@@ -39,7 +39,8 @@ from ddrm_exp.datasets.folder import ImageFolderDataset
 from ddrm_exp.datasets.samples import SampleImages
 from ddrm_exp.metrics import format_stat, mean_ci, psnr
 from ddrm_exp.models.base import DiffusionPrior
-from ddrm_exp.runner import STREAM_MEASUREMENT, STREAM_SAMPLER, image_generator, measure
+from ddrm_exp.run.measurement import measure
+from ddrm_exp.run.seeding import STREAM_MEASUREMENT, STREAM_SAMPLER, image_generator
 from ddrm_exp.samplers import DDRM
 from ddrm_exp.samplers.ddrm import timestep_sequence
 

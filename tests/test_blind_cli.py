@@ -178,7 +178,7 @@ def test_in_loop_kernel_estimation(bsd_root: Path, tmp_path: Path) -> None:
             "degradation=blur_estimated",
             "kernel_estimator=in_loop",
             "kernel_estimator.kernel_size=7",
-            "kernel_estimator.kernel_steps=5",
+            "sampler.kernel_steps=5",
         ],
         run_dir,
     )

@@ -6,6 +6,7 @@ built as ``Cls(shape=(C, H, W), device=..., dtype=..., **params)``.
 
 from __future__ import annotations
 
+from ddrm_exp.degradations.assumed_blur import AssumedBlur, PerImageOperators
 from ddrm_exp.degradations.base import HFunctions
 from ddrm_exp.degradations.blur2d import blur2d_operator, operator_for_kernel
 from ddrm_exp.degradations.colorization import Colorization
@@ -63,6 +64,8 @@ from ddrm_exp.degradations.valid_blur import (
 
 __all__ = [
     "BORDERS",
+    "AssumedBlur",
+    "PerImageOperators",
     "LOREM_IPSUM",
     "BicubicSuperResolution",
     "BorderBlur",

@@ -1,11 +1,10 @@
 """Samplers that restore x from y = Hx + z with a diffusion prior."""
 
+from ddrm_exp.samplers.base import Sampler, SampleResult, WarmStart
 from ddrm_exp.samplers.blind import InLoopKernelDDRM
 from ddrm_exp.samplers.ddnm import DDNM
 from ddrm_exp.samplers.ddrm import (
     DDRM,
-    SampleResult,
-    WarmStart,
     draw_noise,
     timestep_sequence,
     warm_schedule,
@@ -24,6 +23,7 @@ __all__ = [
     "PiGDM",
     "InLoopKernelDDRM",
     "SampleResult",
+    "Sampler",
     "WarmStart",
     "denoiser_gradient",
     "draw_noise",

@@ -35,20 +35,26 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from ddrm_exp.degradations.base import HFunctions
+from ddrm_exp.errors import ConfigError
 from ddrm_exp.models.base import DiffusionPrior
+from ddrm_exp.samplers.base import GeneratorArg, SampleResult, WarmStart
 
-GeneratorArg = torch.Generator | Sequence[torch.Generator] | None
 # after_step(i, num_steps, x0, x_bar_mod, operator) -> (x_bar_mod, operator) or None
 AfterStep = Callable[[int, int, Tensor, Tensor, HFunctions], tuple[Tensor, HFunctions] | None]
 
 
-def timestep_sequence(timesteps: int, num_train_steps: int = 1000) -> list[int]:
+# The training schedule's length of every published DDPM prior (and the default schedule's).
+NUM_TRAIN_TIMESTEPS = 1000
+
+
+def timestep_sequence(timesteps: int, num_train_steps: int = NUM_TRAIN_TIMESTEPS) -> list[int]:
     """The official DDRM skip schedule: ``range(0, T, T // N)``."""
     if not 1 <= timesteps <= num_train_steps:
         raise ValueError(f"timesteps must be in 1..{num_train_steps}, got {timesteps}")
@@ -133,35 +139,6 @@ class NoiseStream:
         self.close()
 
 
-@dataclass(frozen=True)
-class WarmStart:
-    """Start the reverse diffusion at timestep ``t_star`` from an estimate ``x0`` of the image.
-
-    Video restoration (report §9.2): the previous frame's restoration, aligned to this frame, is
-    a good guess of it, so the noisiest steps can be skipped, as SDEdit does for editing. The
-    state at ``t_star`` is eq. (8)'s initialisation with its mean moved from 0 to ``Vᵀx0`` where
-    the measurement says nothing reliable (null space and components noisier than ``σ_{t*}``);
-    where the measurement is reliable it keeps ``ȳ``. Only the steps at or below ``t_star``
-    run, so NFE drops to ``#{t in the schedule : t <= t_star}``.
-    """
-
-    x0: Tensor  # (B, C, H, W) in [-1, 1]
-    t_star: int
-
-
-@dataclass
-class SampleResult:
-    """What a sampler returns: the restoration, its NFE and optionally the x̂_0 trajectory.
-
-    ``kernel``: the blur kernels (B, kh, kw) a blind sampler estimated; None for the others.
-    """
-
-    x0: Tensor
-    nfe: int
-    trajectory: list[Tensor] = field(default_factory=list)
-    kernel: Tensor | None = None
-
-
 @dataclass
 class _Spectral:
     """Per-run constants of eq. (9) in the spectral layout (B or 1, n)."""
@@ -191,13 +168,40 @@ class DDRM:
     # device sync); the runner sets it to report NFE inside a batch (samplers.progress).
     progress: Callable[[int, int], None] | None = None
 
+    supports_warm_start = True
+
     def __init__(
         self, timesteps: int = 20, eta: float = 0.85, eta_b: float = 1.0, clip_x0: bool = False
     ) -> None:
+        if isinstance(timesteps, bool) or not isinstance(timesteps, int) or timesteps < 1:
+            raise ConfigError(
+                f"sampler.timesteps must be an integer in 1..{NUM_TRAIN_TIMESTEPS}, "
+                f"got {timesteps!r}."
+            )
         self.timesteps = int(timesteps)
         self.eta = float(eta)
         self.eta_b = float(eta_b)
         self.clip_x0 = bool(clip_x0)
+
+    @property
+    def nfe(self) -> int:
+        return len(timestep_sequence(self.timesteps))
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "timesteps": self.timesteps,
+            "eta": self.eta,
+            "eta_b": self.eta_b,
+            "clip_x0": self.clip_x0,
+        }
+
+    def check_prior(self, prior: DiffusionPrior) -> None:
+        steps = prior.schedule.num_timesteps
+        if not 1 <= self.timesteps <= steps:
+            raise ConfigError(
+                f"sampler.timesteps={self.timesteps} is outside 1..{steps}, the model's "
+                "number of diffusion steps."
+            )
 
     def sequence(self, prior: DiffusionPrior) -> list[int]:
         return timestep_sequence(self.timesteps, prior.schedule.num_timesteps)

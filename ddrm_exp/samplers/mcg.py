@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -140,6 +141,16 @@ class MCG(DDRM):
         self.norm = norm
         self.weighting = weighting
         self.grad_wrt = grad_wrt
+
+    def params(self) -> dict[str, Any]:
+        return {
+            **super().params(),
+            "grad_scale": self.grad_scale,
+            "apply_to": self.apply_to,
+            "norm": self.norm,
+            "grad_wrt": self.grad_wrt,
+            "weighting": self.weighting,
+        }
 
     def network_step(
         self,

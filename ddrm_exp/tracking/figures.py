@@ -338,8 +338,7 @@ def write_run_grid(
     ``measurement_style`` titles the measurement column (the PNG on disk is in that style).
     Returns whether a grid was written.
     """
-    from ddrm_exp.blind import measurement_png_path
-    from ddrm_exp.runner import image_paths
+    from ddrm_exp.run.outputs import image_paths, measurement_png_path
 
     rows: list[GridRow] = []
     missing = 0

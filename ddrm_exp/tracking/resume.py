@@ -71,6 +71,10 @@ def later_defaults(group: str) -> dict[str, Any]:
     return {d[len(prefix) :]: v for d, v in _NEUTRAL_AT_DEFAULT.items() if d.startswith(prefix)}
 
 
+# New ``_target_`` -> the path it had when results were first hashed with it.
+_MOVED_TARGETS = {"ddrm_exp.degradations.AssumedBlur": "ddrm_exp.blind.AssumedBlur"}
+
+
 def config_hash(cfg: DictConfig) -> str:
     """A short hash of the resolved settings that determine per-image results."""
     values: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
@@ -86,6 +90,11 @@ def config_hash(cfg: DictConfig) -> str:
         node = values.get(group)
         if isinstance(node, dict) and leaf in node and node[leaf] == default:
             node.pop(leaf)
+    for node in values.values():
+        # A class that moved hashes as its old path: run directories made before the move
+        # resume instead of recomputing.
+        if isinstance(node, dict) and node.get("_target_") in _MOVED_TARGETS:
+            node["_target_"] = _MOVED_TARGETS[node["_target_"]]
     if values.get("task", "image") == "image":
         # Frame-to-frame settings mean nothing to an image run; leaving them out also keeps
         # the hashes of image runs what they were before task=video existed.

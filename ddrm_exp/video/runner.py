@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import shutil
-import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,31 +29,21 @@ from torch import Tensor
 from torch.utils.data import default_collate
 
 from ddrm_exp import distributed
-from ddrm_exp.blind import measurement_png_path
+from ddrm_exp.degradations.base import HFunctions
 from ddrm_exp.errors import ConfigError
 from ddrm_exp.metrics.summary import mean_ci
 from ddrm_exp.metrics.temporal import flicker, sequence_flows, warping_error
 from ddrm_exp.models.base import DiffusionPrior
+from ddrm_exp.run.batch import BatchOutcome, Metrics, restore_batch
+from ddrm_exp.run.measurement import BatchMeasurement
+from ddrm_exp.run.setup import RunContext, Setup, build_tracker, setup
+from ddrm_exp.run.summary import build_summary
 from ddrm_exp.run_header import log_header
-from ddrm_exp.runner import (
-    IMAGE_KINDS,
-    STREAM_MEASUREMENT,
-    STREAM_SAMPLER,
-    Metrics,
-    RunContext,
-    Setup,
-    build_summary,
-    build_tracker,
-    image_generator,
-    image_paths,
-    measure,
-    measurement_style,
-    setup,
-)
-from ddrm_exp.samplers.ddrm import WarmStart, timestep_sequence, warm_schedule
+from ddrm_exp.samplers.base import WarmStart
+from ddrm_exp.samplers.ddrm import timestep_sequence, warm_schedule
 from ddrm_exp.samplers.progress import StepProgress
 from ddrm_exp.tracking import figures
-from ddrm_exp.tracking.files import save_png, write_json_atomic, write_text_atomic
+from ddrm_exp.tracking.files import write_json_atomic, write_text_atomic
 from ddrm_exp.tracking.resume import GRID_NAME, SUMMARY_NAME, complete_summary
 from ddrm_exp.tracking.trackers import Tracker
 from ddrm_exp.tracking.video import write_video
@@ -88,13 +78,15 @@ def check_temporal(temporal: TemporalSettings, s: Setup, choices: dict[str, str]
                 "in_loop)."
             )
     if temporal.warm_start:
-        if not warm_schedule(timestep_sequence(s.sampler.timesteps), temporal.t_star):
-            raise ConfigError(f"temporal.t_star={temporal.t_star} leaves no sampling step.")
-        if not hasattr(s.sampler, "_loop"):
+        if not s.sampler.supports_warm_start:
             raise ConfigError(
-                f"temporal.warm_start needs a DDRM-family sampler, got "
-                f"{choices.get('sampler', type(s.sampler).__name__)}."
+                "temporal.warm_start needs a sampler that can start from a guess, and "
+                f"sampler={choices.get('sampler', s.sampler.name)} cannot; use "
+                "temporal=independent or shared_noise, or a DDRM-family sampler (ddrm, mcg, "
+                "ddrm_blind)."
             )
+        if not warm_schedule(timestep_sequence(s.sampler.params()["timesteps"]), temporal.t_star):
+            raise ConfigError(f"temporal.t_star={temporal.t_star} leaves no sampling step.")
 
 
 class VideoRun:
@@ -102,22 +94,18 @@ class VideoRun:
 
     def __init__(
         self,
-        cfg: DictConfig,
         ctx: RunContext,
         s: Setup,
         prior: DiffusionPrior,
         temporal: TemporalSettings,
         fps: int,
     ) -> None:
-        self.cfg, self.ctx, self.s, self.prior = cfg, ctx, s, prior
+        self.s, self.prior = s, prior
         self.out_dir = ctx.output_dir
-        self.choices = ctx.choices or {}
         self.temporal = temporal
         self.fps = fps
-        self.seed = int(cfg.seed)
-        self.metrics = Metrics(cfg, s.device)
+        self.metrics = Metrics(s.options.use_ssim, s.options.use_lpips, s.device)
         self.grid_rows: dict[int, figures.GridRow] = {}
-        self.style = measurement_style(cfg, s.plan)
 
     # ---- one batch of frames (one per sequence) -------------------------------------------
     def restore(
@@ -128,148 +116,98 @@ class VideoRun:
         results: distributed.RunResults,
         tracker: Tracker,
     ) -> None:
-        s, cfg, temporal = self.s, self.cfg, self.temporal
-        device = s.device
+        s, temporal = self.s, self.temporal
         items = [s.dataset[seq.indices[p]] for seq, p in zip(seqs, positions, strict=True)]
         batch = default_collate(items)
-        x = batch["image"].to(device)
         indices = [int(i) for i in batch["index"]]
-        names = list(batch["name"])
-        meas_gens = [image_generator(self.seed, i, STREAM_MEASUREMENT) for i in indices]
         prev_kernels = [st.kernel if st is not None else None for st in states]
         propagate = temporal.kernel_propagation and all(k is not None for k in prev_kernels)
         init_kernels = torch.stack(prev_kernels) if propagate else None  # type: ignore[arg-type]
-        plan, measured = s.plan, None
-        if plan is None:
-            batch_op = s.operator
-            y = measure(batch_op, x, s.sigma_y, meas_gens)
-        else:
-            measured = plan.measure(
-                batch,
-                x,
-                s.sigma_y,
-                meas_gens,
-                init_kernels=None if plan.in_loop else init_kernels,
-            )
-            batch_op, y = measured.operator, measured.y
-        guide = self.guide(batch_op, y, x.shape)
-
         # Shared noise: every frame draws what its sequence's first frame draws.
         seeds = [
             seq.indices[0] if temporal.shared_noise else i
             for seq, i in zip(seqs, indices, strict=True)
         ]
-        gens = [image_generator(self.seed, i, STREAM_SAMPLER) for i in seeds]
-        kwargs: dict[str, Any] = {}
         warm = temporal.warm_start and all(st is not None for st in states)
-        if warm:
-            previous = [
-                align_previous(st.restored, st.guide, guide[j].cpu())
-                if temporal.align == "flow"
-                else st.restored
-                for j, st in enumerate(states)
-                if st is not None
-            ]
-            kwargs["warm_start"] = WarmStart(torch.stack(previous).to(device), temporal.t_star)
-        if plan is not None and plan.in_loop and init_kernels is not None:
-            kwargs["init_kernel"] = init_kernels
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        result = s.sampler.sample(
-            self.prior, batch_op, y, s.sigma_assumed, generator=gens, **kwargs
+        done = restore_batch(
+            s,
+            self.prior,
+            self.metrics,
+            batch,
+            self.out_dir,
+            sampler_seeds=seeds,
+            warm_start_from=partial(self.warm_start, states) if warm else None,
+            init_kernels=init_kernels,
         )
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        seconds = time.perf_counter() - start
-        x_hat = result.x0
-        if plan is not None and measured is not None:
-            batch_op = plan.after_sampling(measured, result)
-        baseline = batch_op.H_pinv(y).reshape(x.shape)
-        restored_m = self.metrics(batch_op, x_hat, x, y)
-        baseline_m = self.metrics(batch_op, baseline, x, y)
+        guide = self.guide(done.measurement_operator, done.y, done.x.shape)
+        flags = {"warm_started": warm, "kernel_propagated": propagate}
+        for j, seq in enumerate(seqs):
+            self.frame(done, guide, j, seq, positions[j], states[j], flags, results, tracker)
 
-        for j, (seq, pos, index, name) in enumerate(
-            zip(seqs, positions, indices, names, strict=True)
-        ):
-            st = states[j]
-            sharp, restored = x[j].detach().cpu().float(), x_hat[j].detach().cpu().float()
-            paths: dict[str, Path] = {}
-            if cfg.save_images:
-                paths = image_paths(self.out_dir, index, name)
-                for kind, img in zip(IMAGE_KINDS, (x[j], baseline[j], x_hat[j]), strict=True):
-                    save_png(img, paths[kind])
-            blurry = guide[j].detach().cpu().float()
-            shown = figures.GridRow(
-                f"{seq.name} frame {seq.frames[pos]}",
-                {"measurement": blurry, "restored": restored, "original": sharp},
-                {"restored": restored_m[j]["psnr"]},
-            )
-            path = panel_path(self.out_dir, seq.name, pos)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(figures.panel(shown)).save(path)
-            if cfg.save_images and plan is None:  # a blind plan saves its own
-                where = measurement_png_path(self.out_dir, index, name)
-                figures.save_measurement(batch_op, y[j], x.shape[1:], where, self.style)
-            if len(self.grid_rows) < int(cfg.grid_max_images):
-                psnrs = {"pinv": baseline_m[j]["psnr"], "restored": restored_m[j]["psnr"]}
-                self.grid_rows[index] = figures.grid_row(
-                    name, batch_op, y[j], x[j], baseline[j], x_hat[j], psnrs, self.style
-                )
-            pair: dict[str, float | None] = {
-                "flicker": None,
-                "warping_error": None,
-                "warping_error_sharp": None,
-            }
-            if st is not None:
-                r2, s2 = torch.stack([st.restored, restored]), torch.stack([st.sharp, sharp])
-                flows = sequence_flows(s2)  # the sharp pair's flow, shared by both errors
-                pair["flicker"] = flicker(r2, s2)[0]
-                pair["warping_error"] = _finite(warping_error(r2, s2, flows)[0])
-                pair["warping_error_sharp"] = _finite(warping_error(s2, s2, flows)[0])
-            kernel = self.next_kernel(measured, j)
-            # Before the results line: the next frame's start is on disk once this one counts.
-            save_state(
-                self.out_dir,
-                seq.name,
-                FrameState(pos, restored, blurry, sharp, kernel, s.fingerprint),
-            )
-            record: dict[str, Any] = {
-                "index": index,
-                "name": name,
-                "task": "video",
-                "sequence": seq.name,
-                "frame": seq.frames[pos],
-                "position": pos,
-                **s.record_fields(cfg, self.choices),
-                "nfe": result.nfe,
-                "seconds": seconds / len(indices),
-                "batch_size": len(indices),
-                "restored": restored_m[j],
-                "baseline": baseline_m[j],
-                "temporal": {
-                    **temporal.as_record(),
-                    "warm_started": warm,
-                    "kernel_propagated": propagate,
-                    **pair,
-                },
-                "config_hash": s.fingerprint,
-            }
-            if plan is not None and measured is not None:
-                record.update(
-                    plan.record(measured, j, self.out_dir, index, name, bool(cfg.save_images))
-                )
-            results.append(record)
-            tracker.log_result(record, paths)
+    def warm_start(
+        self, states: list[FrameState | None], operator: HFunctions, y: Tensor
+    ) -> WarmStart:
+        """The previous restorations, aligned to these frames by the flow between the guides."""
+        guide = self.guide(operator, y, torch.Size((y.shape[0], *self.s.shape)))
+        previous = [
+            align_previous(st.restored, st.guide, guide[j].cpu())
+            if self.temporal.align == "flow"
+            else st.restored
+            for j, st in enumerate(states)
+            if st is not None
+        ]
+        return WarmStart(torch.stack(previous).to(self.s.device), self.temporal.t_star)
 
-    def guide(self, operator: Any, y: Tensor, shape: torch.Size) -> Tensor:
+    def frame(
+        self,
+        done: BatchOutcome,
+        guide: Tensor,
+        j: int,
+        seq: VideoSequence,
+        pos: int,
+        st: FrameState | None,
+        flags: dict[str, bool],
+        results: distributed.RunResults,
+        tracker: Tracker,
+    ) -> None:
+        """Frame ``j`` of the batch: its files, its state for the next frame, its record."""
+        s = self.s
+        index = done.indices[j]
+        sharp = done.x[j].detach().cpu().float()
+        restored = done.x_hat[j].detach().cpu().float()
+        paths = done.save_images(s, self.out_dir, j)
+        blurry = guide[j].detach().cpu().float()
+        shown = figures.GridRow(
+            f"{seq.name} frame {seq.frames[pos]}",
+            {"measurement": blurry, "restored": restored, "original": sharp},
+            {"restored": done.restored_metrics[j]["psnr"]},
+        )
+        path = panel_path(self.out_dir, seq.name, pos)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(figures.panel(shown)).save(path)
+        if len(self.grid_rows) < s.options.grid_max_images:
+            self.grid_rows[index] = done.grid_row(s, j)
+        pair = temporal_pair(st, restored, sharp)
+        kernel = self.next_kernel(done.measured, j)
+        # Before the results line: the next frame's start is on disk once this one counts.
+        save_state(
+            self.out_dir, seq.name, FrameState(pos, restored, blurry, sharp, kernel, s.fingerprint)
+        )
+        head = {"task": "video", "sequence": seq.name, "frame": seq.frames[pos], "position": pos}
+        tail = {"temporal": {**self.temporal.as_record(), **flags, **pair}}
+        record = done.record(s, self.out_dir, j, head, tail)
+        results.append(record)
+        tracker.log_result(record, paths)
+
+    @staticmethod
+    def guide(operator: HFunctions, y: Tensor, shape: torch.Size) -> Tensor:
         """The measurement as an image (the blurry frame), or ``H⁺y`` when it is not one."""
         if y.shape[1] == int(np.prod(shape[1:])):
             return y.reshape(shape)
         return operator.H_pinv(y).reshape(shape)
 
     @staticmethod
-    def next_kernel(measured: Any, j: int) -> Tensor | None:
+    def next_kernel(measured: BatchMeasurement | None, j: int) -> Tensor | None:
         """The kernel a frame hands on: the estimate before any rank-1 step, else the one used."""
         if measured is None:
             return None
@@ -277,6 +215,71 @@ class VideoRun:
             if kernels is not None:
                 return kernels[j].detach().to("cpu", torch.float64).clone()
         return None
+
+    # ---- per group of sequences ------------------------------------------------------------
+    def restore_group(
+        self, group: list[VideoSequence], results: distributed.RunResults, tracker: Tracker
+    ) -> None:
+        """The unfinished frames of up to ``batch_size`` sequences, frame k of each together."""
+        cursor = {seq.name: _first_unfinished(seq, results.done) for seq in group}
+        while True:
+            active = [seq for seq in group if cursor[seq.name] < len(seq)]
+            if not active:
+                return
+            states = [self.previous_state(seq, cursor[seq.name]) for seq in active]
+            # A batch is all warm or all cold (a warm start shortens the schedule).
+            has_prev = [st is not None for st in states]
+            for want in (False, True):
+                part = [j for j, h in enumerate(has_prev) if h == want]
+                if part:
+                    self.restore(
+                        [active[j] for j in part],
+                        [cursor[active[j].name] for j in part],
+                        [states[j] for j in part],
+                        results,
+                        tracker,
+                    )
+            for seq in active:
+                cursor[seq.name] += 1
+
+    def previous_state(self, seq: VideoSequence, p: int) -> FrameState | None:
+        """What frame ``p - 1`` left for frame ``p`` (None for the first frame)."""
+        if p == 0:
+            return None
+        st = load_state(self.out_dir, seq.name, p - 1, self.s.fingerprint)
+        if st is None:
+            log.warning(
+                "%s: no state for frame position %d; frame %d starts afresh", seq.name, p - 1, p
+            )
+        return st
+
+    def summarize(
+        self,
+        sequences: list[VideoSequence],
+        results: distributed.RunResults,
+        tracker: Tracker,
+    ) -> dict[str, Any]:
+        """Videos, per-sequence summaries, the grid and summary.json."""
+        s, out_dir = self.s, self.out_dir
+        merged = results.merge()
+        missing = len(s.dataset) - len(merged)
+        if missing:
+            raise RuntimeError(f"{missing} of {len(s.dataset)} frames have no result in {out_dir}.")
+        seq_summaries = [self.finish_sequence(seq, merged, tracker) for seq in sequences]
+        write_json_atomic(out_dir / SEQUENCES_NAME, seq_summaries)
+        grid_path = out_dir / GRID_NAME
+        grid = figures.write_run_grid(
+            out_dir, merged, self.grid_rows, s.options.grid_max_images, grid_path, s.options.style
+        )
+        records = [merged[i] for i in sorted(merged)]
+        summary = build_summary(s, records, lpips_note=self.metrics.lpips.reason)
+        summary["task"] = "video"
+        summary["temporal"] = temporal_summary(records, self.temporal)
+        summary["sequences"] = seq_summaries
+        summary["config_hash"] = s.fingerprint
+        write_json_atomic(out_dir / SUMMARY_NAME, summary)
+        tracker.log_summary(summary, grid_path if grid else None)
+        return summary
 
     # ---- per sequence ---------------------------------------------------------------------
     def finish_sequence(
@@ -295,6 +298,24 @@ class VideoRun:
         summary["video"] = str(written.relative_to(self.out_dir))
         tracker.log_video(summary, [records[i] for i in seq.indices], written)
         return summary
+
+
+def temporal_pair(
+    st: FrameState | None, restored: Tensor, sharp: Tensor
+) -> dict[str, float | None]:
+    """Flicker and warping errors between a frame and the previous one (None for the first)."""
+    pair: dict[str, float | None] = {
+        "flicker": None,
+        "warping_error": None,
+        "warping_error_sharp": None,
+    }
+    if st is not None:
+        r2, s2 = torch.stack([st.restored, restored]), torch.stack([st.sharp, sharp])
+        flows = sequence_flows(s2)  # the sharp pair's flow, shared by both errors
+        pair["flicker"] = flicker(r2, s2)[0]
+        pair["warping_error"] = _finite(warping_error(r2, s2, flows)[0])
+        pair["warping_error_sharp"] = _finite(warping_error(s2, s2, flows)[0])
+    return pair
 
 
 def _finite(value: float) -> float | None:
@@ -349,96 +370,45 @@ def run_video(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
             "several GPUs, run a multirun over dataset.sequences, one job per GPU."
         )
     s = setup(cfg, ctx)
-    choices = ctx.choices or {}
-    data_name = f"dataset={choices['dataset']}" if "dataset" in choices else "this dataset"
+    data_name = f"dataset={s.choices['dataset']}" if "dataset" in s.choices else "this dataset"
     sequences = group_sequences(s.dataset, data_name)
     temporal = TemporalSettings.from_config(cfg.get("temporal"))
-    check_temporal(temporal, s, choices)
+    check_temporal(temporal, s, s.choices)
     fps = (cfg.get("video") or {}).get("fps", 10)
     if isinstance(fps, bool) or not isinstance(fps, int) or fps < 1:
         raise ConfigError(f"video.fps must be an integer >= 1, got {fps!r}.")
     out_dir = ctx.output_dir
-    if not cfg.overwrite:
+    if not s.options.overwrite:
         done = complete_summary(out_dir, len(s.dataset), s.fingerprint)
         if done is not None:
             log.info("skipping job: summary.json complete in %s", out_dir)
             return done
+    prior = start(cfg, ctx, s)
+    job = VideoRun(ctx, s, prior, temporal, fps)
+    tracker = build_tracker(cfg, ctx)
+    try:
+        results = distributed.RunResults.open(
+            out_dir, ctx.shard, s.fingerprint, overwrite=s.options.overwrite
+        )
+        todo = sum(1 for seq in sequences for i in seq.indices if i not in results.done)
+        if todo < len(s.dataset):
+            log.info("resuming: %d of %d frames to compute", todo, len(s.dataset))
+        for g in range(0, len(sequences), s.options.batch_size):
+            job.restore_group(sequences[g : g + s.options.batch_size], results, tracker)
+        return job.summarize(sequences, results, tracker)
+    finally:
+        tracker.finish()
 
-    log_header(cfg, choices, s.device, s)
+
+def start(cfg: DictConfig, ctx: RunContext, s: Setup) -> DiffusionPrior:
+    """The header, the checked model, a clean output directory and the resolved config."""
+    out_dir = ctx.output_dir
+    log_header(cfg, s.choices, s.device, s)
     s.sampler.progress = StepProgress(f"{ctx.job_name} {s.sampler.name}")
     prior = s.load_prior(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if cfg.overwrite:
+    if s.options.overwrite:
         for folder in (STATE_DIR, VIDEOS_DIR, FRAMES_DIR):
             shutil.rmtree(out_dir / folder, ignore_errors=True)
     write_text_atomic(out_dir / "config_resolved.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    results = distributed.RunResults.open(
-        out_dir, ctx.shard, s.fingerprint, overwrite=bool(cfg.overwrite)
-    )
-    job = VideoRun(cfg, ctx, s, prior, temporal, fps)
-    tracker = build_tracker(cfg, ctx)
-    todo = sum(1 for seq in sequences for i in seq.indices if i not in results.done)
-    if todo < len(s.dataset):
-        log.info("resuming: %d of %d frames to compute", todo, len(s.dataset))
-    group_size = int(cfg.batch_size)
-    try:
-        for g in range(0, len(sequences), group_size):
-            group = sequences[g : g + group_size]
-            cursor = {seq.name: _first_unfinished(seq, results.done) for seq in group}
-            while True:
-                active = [seq for seq in group if cursor[seq.name] < len(seq)]
-                if not active:
-                    break
-                states: list[FrameState | None] = []
-                for seq in active:
-                    p = cursor[seq.name]
-                    st = load_state(out_dir, seq.name, p - 1, s.fingerprint) if p > 0 else None
-                    if p > 0 and st is None:
-                        log.warning(
-                            "%s: no state for frame position %d; frame %d starts afresh",
-                            seq.name,
-                            p - 1,
-                            p,
-                        )
-                    states.append(st)
-                # A batch is all warm or all cold (a warm start shortens the schedule).
-                has_prev = [st is not None for st in states]
-                for want in (False, True):
-                    part = [j for j, h in enumerate(has_prev) if h == want]
-                    if part:
-                        job.restore(
-                            [active[j] for j in part],
-                            [cursor[active[j].name] for j in part],
-                            [states[j] for j in part],
-                            results,
-                            tracker,
-                        )
-                for seq in active:
-                    cursor[seq.name] += 1
-        merged = results.merge()
-        missing = len(s.dataset) - len(merged)
-        if missing:
-            raise RuntimeError(f"{missing} of {len(s.dataset)} frames have no result in {out_dir}.")
-        seq_summaries = [job.finish_sequence(seq, merged, tracker) for seq in sequences]
-        write_json_atomic(out_dir / SEQUENCES_NAME, seq_summaries)
-        grid = figures.write_run_grid(
-            out_dir,
-            merged,
-            job.grid_rows,
-            int(cfg.grid_max_images),
-            out_dir / GRID_NAME,
-            job.style,
-        )
-        records = [merged[i] for i in sorted(merged)]
-        summary = build_summary(
-            cfg, records, choices, s.sampler.name, lpips_note=job.metrics.lpips.reason
-        )
-        summary["task"] = "video"
-        summary["temporal"] = temporal_summary(records, temporal)
-        summary["sequences"] = seq_summaries
-        summary["config_hash"] = s.fingerprint
-        write_json_atomic(out_dir / SUMMARY_NAME, summary)
-        tracker.log_summary(summary, out_dir / GRID_NAME if grid else None)
-    finally:
-        tracker.finish()
-    return summary
+    return prior

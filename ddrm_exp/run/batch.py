@@ -1,0 +1,258 @@
+"""One batch restored: measure -> sample -> H⁺y baseline -> metrics; then its PNGs and records.
+
+The one batch step of both tasks: ``task=image`` (:mod:`ddrm_exp.run.image`) and ``task=video``
+(:mod:`ddrm_exp.video.runner`, which adds the per-sequence noise, warm start and kernels).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ddrm_exp import faults
+from ddrm_exp.degradations.base import HFunctions
+from ddrm_exp.errors import RunError
+from ddrm_exp.metrics.image import LPIPSMetric, psnr, ssim
+from ddrm_exp.models.base import DiffusionPrior
+from ddrm_exp.run.measurement import BatchMeasurement, measure
+from ddrm_exp.run.outputs import IMAGE_KINDS, image_paths, measurement_png_path
+from ddrm_exp.run.seeding import STREAM_MEASUREMENT, STREAM_SAMPLER, image_generators
+from ddrm_exp.run.setup import Setup
+from ddrm_exp.samplers.base import SampleResult, WarmStart
+from ddrm_exp.samplers.blind import InLoopKernelDDRM
+from ddrm_exp.tracking import figures
+from ddrm_exp.tracking.files import save_png
+from ddrm_exp.tracking.identity import INPUT_KEY
+
+# Makes a batch's warm start from its measurement (operator, y): video aligns the previous frames.
+WarmStartFrom = Callable[[HFunctions, Tensor], WarmStart]
+
+# At most this much x̂₀ trajectory is kept on the host to find the step a restoration failed at.
+TRAJECTORY_BUDGET_BYTES = 2 << 30
+
+
+def residual(operator: HFunctions, x: Tensor, y: Tensor) -> tuple[list[float], list[float]]:
+    """‖Hx - y‖ / ‖y‖ and the RMS of Hx - y in [0, 1] pixel units, per image."""
+    r = operator.H(x.reshape(x.shape[0], -1)) - y
+    rel = (r.norm(dim=1) / y.norm(dim=1).clamp_min(1e-12)).tolist()
+    rms = (r.pow(2).mean(dim=1).sqrt() / 2.0).tolist()
+    return rel, rms
+
+
+class Metrics:
+    """Per-image metrics of a restoration and of the H⁺y baseline."""
+
+    def __init__(self, use_ssim: bool, use_lpips: bool, device: torch.device) -> None:
+        self.use_ssim = use_ssim
+        self.lpips = LPIPSMetric(device, enabled=use_lpips)
+
+    def __call__(
+        self, operator: HFunctions, x_hat: Tensor, x: Tensor, y: Tensor
+    ) -> list[dict[str, float | None]]:
+        values: dict[str, list[Any]] = {"psnr": psnr(x_hat, x)}
+        values["ssim"] = ssim(x_hat, x) if self.use_ssim else [None] * len(x)
+        values["lpips"] = self.lpips(x_hat, x)
+        values["residual_rel"], values["residual_rms"] = residual(operator, x_hat, y)
+        return [{k: v[i] for k, v in values.items()} for i in range(len(x))]
+
+
+@dataclass
+class BatchOutcome:
+    """A restored batch: everything its images' files and records are made of."""
+
+    indices: list[int]
+    names: list[str]
+    x: Tensor
+    y: Tensor
+    x_hat: Tensor
+    baseline: Tensor  # H⁺y
+    operator: HFunctions  # the batch's operator (its final one for an in-loop kernel sampler)
+    measurement_operator: HFunctions  # the operator y was measured and sampling began with
+    measured: BatchMeasurement | None  # the blind plan's view of the batch; None otherwise
+    result: SampleResult
+    seconds: float  # sampling time of the whole batch
+    restored_metrics: list[dict[str, float | None]]
+    baseline_metrics: list[dict[str, float | None]]
+
+    def save_images(self, s: Setup, out_dir: Path, j: int) -> dict[str, Path]:
+        """Image ``j``'s PNGs (none unless ``save_images``); a blind plan saves its own y."""
+        if not s.options.save_images:
+            return {}
+        index, name = self.indices[j], self.names[j]
+        paths = image_paths(out_dir, index, name)
+        for kind, img in zip(
+            IMAGE_KINDS, (self.x[j], self.baseline[j], self.x_hat[j]), strict=True
+        ):
+            save_png(img, paths[kind])
+        if s.plan is None:
+            where = measurement_png_path(out_dir, index, name)
+            figures.save_measurement(
+                self.operator, self.y[j], self.x.shape[1:], where, s.options.style
+            )
+        return paths
+
+    def grid_row(self, s: Setup, j: int) -> figures.GridRow:
+        psnrs = {
+            "pinv": self.baseline_metrics[j]["psnr"],
+            "restored": self.restored_metrics[j]["psnr"],
+        }
+        return figures.grid_row(
+            self.names[j],
+            self.operator,
+            self.y[j],
+            self.x[j],
+            self.baseline[j],
+            self.x_hat[j],
+            psnrs,
+            s.options.style,
+        )
+
+    def record(
+        self,
+        s: Setup,
+        out_dir: Path,
+        j: int,
+        head: dict[str, Any],
+        tail: dict[str, Any],
+    ) -> dict[str, Any]:
+        """Image ``j``'s results line: ``head`` after its name, ``tail`` before the hash."""
+        index, name = self.indices[j], self.names[j]
+        record = {
+            "index": index,
+            "name": name,
+            **head,
+            **s.record_fields(),
+            "nfe": self.result.nfe,
+            "seconds": self.seconds / len(self.indices),
+            "batch_size": len(self.indices),
+            "restored": self.restored_metrics[j],
+            "baseline": self.baseline_metrics[j],
+            **tail,
+            "config_hash": s.fingerprint,
+        }
+        if s.plan is not None and self.measured is not None:
+            record.update(
+                s.plan.record(self.measured, j, out_dir, index, name, s.options.save_images)
+            )
+        return record
+
+
+def input_record(s: Setup, index: int) -> dict[str, Any]:
+    """The record field naming the input file(s) an image's result was computed from."""
+    return {INPUT_KEY: s.input_ids[index]}
+
+
+def restore_batch(
+    s: Setup,
+    prior: DiffusionPrior,
+    metrics: Metrics,
+    batch: dict[str, Any],
+    out_dir: Path,
+    *,
+    sampler_seeds: list[int] | None = None,
+    warm_start_from: WarmStartFrom | None = None,
+    init_kernels: Tensor | None = None,
+) -> BatchOutcome:
+    """Measure, sample and score one batch.
+
+    ``sampler_seeds``: the dataset indices whose sampler streams the images use (default: their
+    own; video's shared noise passes each sequence's first frame). ``warm_start_from``: makes
+    the sampler's warm start from the batch's measurement ``(operator, y)``. ``init_kernels``
+    (B, kh, kw): where the kernel estimate starts (the estimator's, or the in-loop sampler's).
+    """
+    device, plan, seed = s.device, s.plan, s.options.seed
+    x = batch["image"].to(device)
+    indices = [int(i) for i in batch["index"]]
+    names = list(batch["name"])
+    meas_gens = image_generators(seed, indices, STREAM_MEASUREMENT)
+    operator, measured = s.operator, None
+    if plan is None:
+        y = measure(operator, x, s.sigma_y, meas_gens)
+    else:
+        estimator_init = None if plan.in_loop else init_kernels
+        measured = plan.measure(batch, x, s.sigma_y, meas_gens, init_kernels=estimator_init)
+        operator, y = measured.operator, measured.y
+    seeds = indices if sampler_seeds is None else sampler_seeds
+    gens = image_generators(seed, seeds, STREAM_SAMPLER)
+    kwargs: dict[str, Any] = {}
+    if warm_start_from is not None:
+        kwargs["warm_start"] = warm_start_from(operator, y)
+    if isinstance(s.sampler, InLoopKernelDDRM) and init_kernels is not None:
+        kwargs["init_kernel"] = init_kernels
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    result = s.sampler.sample(prior, operator, y, s.sigma_assumed, generator=gens, **kwargs)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - start
+    # One check of the batch's output, not one per step: NaN and inf propagate to x̂₀.
+    bad = faults.nonfinite_images(result.x0)
+    if bad:
+        failed = [names[j] for j in bad]
+        raise nonfinite(s, out_dir, prior, operator, y, gens_seeds=seeds, bad_names=failed)
+    measurement_operator = operator
+    if plan is not None and measured is not None:
+        operator = plan.after_sampling(measured, result)
+    baseline = operator.H_pinv(y).reshape(x.shape)
+    return BatchOutcome(
+        indices=indices,
+        names=names,
+        x=x,
+        y=y,
+        x_hat=result.x0,
+        baseline=baseline,
+        operator=operator,
+        measurement_operator=measurement_operator,
+        measured=measured,
+        result=result,
+        seconds=seconds,
+        restored_metrics=metrics(operator, result.x0, x, y),
+        baseline_metrics=metrics(operator, baseline, x, y),
+    )
+
+
+def nonfinite(
+    s: Setup,
+    out_dir: Path,
+    prior: DiffusionPrior,
+    operator: HFunctions,
+    y: Tensor,
+    *,
+    gens_seeds: list[int],
+    bad_names: list[str],
+) -> RunError:
+    """The error for restorations that are not finite, naming the step where x̂₀ first was.
+
+    The step is found by sampling the batch again with its trajectory (the same seeds give the
+    same steps), only once it has failed, so working runs pay nothing for it.
+    """
+    step: int | None = None
+    params = s.sampler.params()
+    timesteps = int(params.get("timesteps", s.sampler.nfe))
+    per_image = 4 * int(np.prod(prior.shape))
+    if timesteps * len(gens_seeds) * per_image <= TRAJECTORY_BUDGET_BYTES:
+        try:
+            gens = image_generators(s.options.seed, gens_seeds, STREAM_SAMPLER)
+            rerun = s.sampler.sample(
+                prior, operator, y, s.sigma_assumed, generator=gens, return_trajectory=True
+            )
+            step = faults.first_nonfinite_step(rerun.trajectory)
+        except Exception:  # noqa: BLE001 - only a diagnosis: the error below stands without it
+            step = None
+    grad_scale = params.get("grad_scale")
+    return faults.nonfinite_error(
+        bad_names,
+        step,
+        timesteps,
+        s.sampler.name,
+        float(grad_scale) if grad_scale is not None else None,
+        out_dir,
+    )

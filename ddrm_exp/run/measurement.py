@@ -1,0 +1,405 @@
+"""How a run gets each batch's ``(operator, y)`` (report §5, Table 2, Figure 8).
+
+Two things differ from an ordinary run, where one operator ``H`` serves the whole dataset and
+the run measures ``y = H x + σ_y z`` (:func:`measure`):
+
+* **The measurement comes from the dataset.** ``dataset=bsd`` yields the camera's real blurry
+  frame and ``dataset=bsd_synthetic`` the sharp frame blurred by a known kernel, each as
+  ``item["measurement"]``. Then ``y = measurement + σ_y z``, with ``z`` drawn exactly as the
+  runner draws it for ``y = H x + σ_y z`` (same per-image stream), so ``noise.sigma_y`` is the
+  noise *added* on top of the frame and ``noise.assumed_sigma_y`` (default: the same) the level
+  the sampler *assumes*. Real frames already carry their sensor noise; Figure 8 sweeps the
+  assumed level with nothing added (``conf/experiment/figure8.yaml``).
+* **The operator can depend on the image.** :class:`AssumedBlur` (``degradation=blur_given`` or
+  ``blur_estimated``) blurs with the kernel named by ``assumed_kernel``: DDRM's fixed ``gauss``,
+  ``uniform`` or ``aniso2d`` kernels (one operator for the run), the dataset's true kernel
+  (``gt``) or a kernel estimated from each measurement (``estimated``, by the
+  ``kernel_estimator`` group, reduced as in report §5.2). For the last two an operator is built
+  per batch from ``(B, kh, kw)`` kernels (:meth:`AssumedBlur.for_kernels`); the sampler, the
+  ``H⁺y`` baseline and the residual metrics all use that operator.
+* **Datasets without blurry frames** (``samples``, ``folder``, ...) under a blind degradation
+  are blurred by its ``true_kernel`` (circularly, as ``bsd_synthetic`` does), which is then
+  their true kernel, so blind deblurring runs on the bundled photos too.
+
+
+:class:`MeasurementPlan` is the run's single entry point for these: built before the model
+(every bad combination is a :class:`ConfigError` then), it turns a batch into
+``(operator, y)`` and adds the per-image kernel and measurement-PSNR fields to the records.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ddrm_exp.config import instantiate_config
+from ddrm_exp.degradations.assumed_blur import AssumedBlur, PerImageOperators, operator_name
+from ddrm_exp.degradations.base import HFunctions
+from ddrm_exp.degradations.fft_blur import FFTBlur, blur_circular
+from ddrm_exp.degradations.kernels2d import normalized_cross_correlation
+from ddrm_exp.errors import ConfigError
+from ddrm_exp.metrics.image import psnr, ssim
+from ddrm_exp.run.outputs import kernel_path, measurement_png_path, save_npy
+from ddrm_exp.samplers.base import Sampler, SampleResult
+from ddrm_exp.samplers.blind import InLoopKernelDDRM
+from ddrm_exp.samplers.ddrm import draw_noise
+from ddrm_exp.tracking.files import save_png
+
+log = logging.getLogger(__name__)
+
+
+def add_noise(y: Tensor, sigma_y: float, generators: list[torch.Generator]) -> Tensor:
+    """``y + σ_y z`` on images in [-1, 1], so the noise std there is 2σ_y: the one place a run
+    adds measurement noise (``z`` from each image's measurement stream)."""
+    if sigma_y > 0:
+        y = y + 2.0 * sigma_y * draw_noise(tuple(y.shape), generators, y.device, y.dtype)
+    return y
+
+
+def measure(
+    operator: HFunctions, x: Tensor, sigma_y: float, generators: list[torch.Generator]
+) -> Tensor:
+    """y = Hx + σ_y z."""
+    return add_noise(operator.H(x.reshape(x.shape[0], -1)), sigma_y, generators)
+
+
+def estimator_choice(node: Any, choice: str | None) -> str:
+    """``none``, ``in_loop`` or the name of the estimator config (``classical``...)."""
+    if node is None or len(node) == 0:
+        return "none"
+    if node.get("in_loop") is True:
+        return "in_loop"
+    target = node.get("_target_")
+    if target is None:
+        return "none"
+    return choice or str(target).rsplit(".", 1)[-1]
+
+
+@dataclass
+class BatchMeasurement:
+    """One batch's operator and measurement, and what the records say about them."""
+
+    operator: HFunctions
+    y: Tensor
+    # (B, kh, kw) float64 on the CPU: what the operator blurs each image with (None: not a blur
+    # with a known kernel, e.g. dataset=bsd with degradation=deblur_gauss).
+    kernels: Tensor | None
+    estimates: Tensor | None  # reduced estimates, before the rank-1 step
+    true_kernels: Tensor | None
+    estimation_seconds: list[float] | None
+    rank1_errors: list[float | None]
+    measurement_metrics: list[dict[str, float | None]]
+
+
+class MeasurementPlan:
+    """How the run gets ``(operator, y)`` for a batch when the dataset or the degradation
+    asks for it (see the module docstring); :meth:`build` returns None for ordinary runs."""
+
+    def __init__(
+        self,
+        operator: HFunctions,
+        *,
+        from_dataset: bool,
+        synthetic: bool = False,
+        has_true_kernel: bool,
+        estimator: Any,
+        estimator_name: str,
+        use_ssim: bool,
+        in_loop: bool = False,
+    ) -> None:
+        self.operator = operator
+        self.assumed = operator if isinstance(operator, AssumedBlur) else None
+        self.from_dataset = from_dataset
+        self.synthetic = synthetic
+        self.has_true_kernel = has_true_kernel
+        self.estimator = estimator
+        self.estimator_name = estimator_name
+        self.use_ssim = use_ssim
+        # The sampler estimates the kernel while it samples (sampler=ddrm_blind).
+        self.in_loop = in_loop
+
+    @classmethod
+    def build(
+        cls,
+        dataset: Any,
+        operator: HFunctions,
+        shape: tuple[int, int, int],
+        sampler: Sampler,
+        estimator_node: Any,
+        *,
+        estimator_name: str,
+        data_name: str,
+        use_ssim: bool,
+    ) -> MeasurementPlan | None:
+        """Check the combination of dataset, degradation, sampler and kernel estimator; cheap
+        (it reads the first item only and builds the estimator, not the model)."""
+        first = dataset[0]
+        from_dataset = "measurement" in first
+        assumed = operator if isinstance(operator, AssumedBlur) else None
+        wants_estimate = assumed is not None and assumed.assumed_kernel == "estimated"
+        in_loop = isinstance(sampler, InLoopKernelDDRM)
+        if estimator_name == "in_loop" and not in_loop:
+            raise ConfigError(
+                "kernel_estimator=in_loop estimates the kernel inside the in-loop DDRM sampler "
+                f"(sampler=ddrm_blind); it cannot be combined with sampler={sampler.name}."
+            )
+        if in_loop:
+            estimator_name = "in_loop"
+        if in_loop and not wants_estimate:
+            raise ConfigError(
+                f"sampler={sampler.name} estimates the blur kernel while it samples; it needs "
+                "degradation=blur_estimated (degradation.assumed_kernel=estimated)."
+            )
+        if estimator_name != "none" and not wants_estimate:
+            log.info(
+                "kernel_estimator=%s is not used: the degradation does not assume an estimated "
+                "kernel (degradation.assumed_kernel=estimated does)",
+                estimator_name,
+            )
+        if not from_dataset and assumed is None:
+            return None
+        # A blind degradation on a dataset without blurry frames blurs them itself.
+        synthetic = not from_dataset and assumed is not None and assumed.true_kernel is not None
+        has_true = "kernel" in first or synthetic
+        if from_dataset:
+            _check_dataset_measurement(first["measurement"], operator, shape, data_name)
+        estimator = None
+        if assumed is not None and assumed.per_image:
+            _check_per_image(assumed, first, from_dataset, synthetic, has_true, data_name)
+            _check_estimator(assumed, estimator_name if wants_estimate else "none", in_loop)
+        if wants_estimate and not in_loop:
+            estimator = _build_estimator(estimator_node, shape)
+        return cls(
+            operator,
+            from_dataset=from_dataset,
+            synthetic=synthetic,
+            has_true_kernel=has_true,
+            estimator=estimator,
+            estimator_name=estimator_name if wants_estimate else "none",
+            use_ssim=use_ssim,
+            in_loop=wants_estimate and in_loop,
+        )
+
+    # ---- per batch ---------------------------------------------------------------------------
+    def measure(
+        self,
+        batch: dict[str, Any],
+        x: Tensor,
+        sigma_y: float,
+        generators: list[torch.Generator],
+        init_kernels: Tensor | None = None,
+    ) -> BatchMeasurement:
+        """The batch's measurement and operator. ``init_kernels`` (B, kh, kw): where the kernel
+        estimator starts (video: the previous frame's kernel); None: its own start."""
+        b = x.shape[0]
+        true: Tensor | None = None
+        if self.from_dataset:
+            y = batch["measurement"].to(device=x.device, dtype=x.dtype).reshape(b, -1)
+        elif self.synthetic:
+            assert self.assumed is not None and self.assumed.true_kernel is not None
+            true = self.assumed.true_kernel.unsqueeze(0).expand(b, -1, -1)
+            y = blur_circular(x, true).to(x.dtype).reshape(b, -1)
+        else:
+            y = self.operator.H(x.reshape(b, -1))
+        # The ordinary run's noise, drawn the same way, so y = Hx + σ_y z and y = frame + σ_y z
+        # see identical z for an image.
+        y = add_noise(y, sigma_y, generators)
+
+        if self.from_dataset and self.has_true_kernel:
+            true = batch["kernel"].to(torch.float64).cpu()
+        operator, kernels, estimates = self.operator, None, None
+        seconds: list[float] | None = None
+        errors: list[float | None] = [None] * b
+        assumed = self.assumed
+        if assumed is not None and self.in_loop:
+            # The in-loop sampler takes the shape, threshold, dtype and device from this
+            # operator and starts from its own initial kernel (kernel_estimator.init).
+            operator = FFTBlur(
+                assumed.shape,
+                kernel=torch.ones(1, 1),
+                zero_threshold=assumed.zero_threshold,
+                device=assumed.device,
+                dtype=assumed.dtype,
+            )
+        elif assumed is not None and assumed.per_image:
+            if assumed.assumed_kernel == "gt":
+                assert true is not None  # checked by build()
+                raw = true
+            else:
+                start = time.perf_counter()
+                if init_kernels is None:
+                    estimate = self.estimator.estimate(y.reshape(x.shape))
+                else:
+                    estimate = self.estimator.estimate(y.reshape(x.shape), init=init_kernels)
+                elapsed = time.perf_counter() - start
+                reduce = getattr(estimate, "reduce", None)
+                raw = reduce(assumed.min_coverage) if callable(reduce) else estimate.kernels
+                raw = raw.to(torch.float64).cpu().reshape(b, *raw.shape[-2:])
+                got = getattr(estimate, "seconds", None)
+                seconds = [float(s) for s in got] if got else [elapsed / b] * b
+                estimates = raw
+            kernels, errors = assumed.prepare_kernels(raw)
+            operator = assumed.for_kernels(kernels)
+        elif assumed is not None:
+            assert assumed.fixed_kernel is not None
+            kernels = assumed.fixed_kernel.unsqueeze(0).expand(b, -1, -1)
+        elif isinstance(kernel2d := getattr(self.operator, "kernel2d", None), Tensor):
+            k = kernel2d.to(torch.float64).cpu()
+            kernels = k if k.dim() == 3 else k.unsqueeze(0).expand(b, -1, -1)
+
+        # The trivial baseline: the measurement itself as the restoration (the blurry frame).
+        as_image = y.reshape(x.shape)
+        values: dict[str, list[float | None]] = {"psnr": list(psnr(as_image, x))}
+        values["ssim"] = list(ssim(as_image, x)) if self.use_ssim else [None] * b
+        metrics = [{k: v[i] for k, v in values.items()} for i in range(b)]
+        return BatchMeasurement(
+            operator=operator,
+            y=y,
+            kernels=kernels,
+            estimates=estimates,
+            true_kernels=true,
+            estimation_seconds=seconds,
+            rank1_errors=errors,
+            measurement_metrics=metrics,
+        )
+
+    def after_sampling(self, bm: BatchMeasurement, result: SampleResult) -> HFunctions:
+        """The operator the baseline and the residuals use: the batch's, or, for a sampler that
+        refines the kernel while it samples (``result.kernel``), that of its final kernels."""
+        kernel = result.kernel
+        if kernel is not None and self.assumed is not None:
+            k = kernel.detach().to("cpu", torch.float64)
+            bm.kernels = k.reshape(bm.y.shape[0], *k.shape[-2:])
+            bm.operator = FFTBlur(
+                self.assumed.shape,
+                kernel=bm.kernels,
+                zero_threshold=self.assumed.zero_threshold,
+                device=self.assumed.device,
+                dtype=self.assumed.dtype,
+            )
+        return bm.operator
+
+    def record(
+        self, bm: BatchMeasurement, j: int, out_dir: Path, index: int, name: str, save: bool
+    ) -> dict[str, Any]:
+        """The fields this plan adds to image ``j``'s record (and its kernel file)."""
+        out: dict[str, Any] = {
+            "measurement": bm.measurement_metrics[j],
+            "measurement_source": (
+                "dataset" if self.from_dataset else "true_kernel" if self.synthetic else "operator"
+            ),
+        }
+        if save:
+            save_png(
+                bm.y[j].reshape(self.operator.shape), measurement_png_path(out_dir, index, name)
+            )
+        if bm.kernels is None:
+            return out
+        k = bm.kernels[j]
+        true = bm.true_kernels[j] if bm.true_kernels is not None else None
+        op = bm.operator
+        if isinstance(op, PerImageOperators):
+            op = op.operators[j]
+        info: dict[str, Any] = {
+            "assumed": self.assumed.assumed_kernel if self.assumed is not None else "operator",
+            "estimator": self.estimator_name if self.estimator_name != "none" else None,
+            "operator": operator_name(op) if self.assumed is not None else None,
+            "size": [int(k.shape[0]), int(k.shape[1])],
+            "rank1_error": bm.rank1_errors[j],
+            "ncc": normalized_cross_correlation(k, true) if true is not None else None,
+            "ncc_estimate": None,
+            "estimation_seconds": (
+                bm.estimation_seconds[j] if bm.estimation_seconds is not None else None
+            ),
+            "file": None,
+        }
+        if bm.estimates is not None and true is not None and bm.rank1_errors[j] is not None:
+            info["ncc_estimate"] = normalized_cross_correlation(bm.estimates[j], true)
+        if save:
+            path = kernel_path(out_dir, index, name)
+            save_npy(k, path)
+            info["file"] = str(path.relative_to(out_dir))
+        out["kernel"] = info
+        return out
+
+
+def _check_dataset_measurement(
+    m: Tensor, operator: HFunctions, shape: tuple[int, int, int], data_name: str
+) -> None:
+    if tuple(m.shape) != tuple(shape) or operator.m != math.prod(shape):
+        raise ConfigError(
+            f"{data_name} provides its own measurement (an image of shape "
+            f"{tuple(m.shape)}), but the degradation measures {operator.m} values of "
+            f"a {tuple(shape)} image. Use a blur degradation whose measurement is the "
+            "blurred image: blur_given, blur_estimated, blur2d or deblur_*."
+        )
+
+
+def _check_per_image(
+    assumed: AssumedBlur,
+    first: dict[str, Any],
+    from_dataset: bool,
+    synthetic: bool,
+    has_true: bool,
+    data_name: str,
+) -> None:
+    """A kernel from the data (gt, estimated) needs data that has it."""
+    what = f"degradation.assumed_kernel={assumed.assumed_kernel}"
+    if not from_dataset and not synthetic:
+        raise ConfigError(
+            f"{what} needs each image's blurry measurement (the kernel belongs to it), "
+            f"but {data_name} has none; use dataset=bsd (real blur) or "
+            "dataset=bsd_synthetic, or a fixed kernel (assumed_kernel=gauss, uniform or "
+            "aniso2d)."
+        )
+    if assumed.assumed_kernel == "gt" and not has_true:
+        raise ConfigError(
+            f"{what} needs the true blur kernel of every image, which {data_name} does "
+            "not have (real blur has no known kernel). Use dataset=bsd_synthetic, or "
+            "assumed_kernel=estimated (with kernel_estimator=classical), gauss, uniform "
+            "or aniso2d."
+        )
+    if assumed.assumed_kernel == "gt":
+        # A true kernel the method cannot model (method=separable with a kernel that is
+        # not rank 1) fails here, before the model is loaded.
+        k = first["kernel"] if from_dataset else assumed.true_kernel
+        assumed.for_kernels(k.unsqueeze(0))
+
+
+def _check_estimator(assumed: AssumedBlur, estimator_name: str, in_loop: bool) -> None:
+    what = f"degradation.assumed_kernel={assumed.assumed_kernel}"
+    if assumed.assumed_kernel != "estimated":
+        return
+    if estimator_name == "none":
+        raise ConfigError(
+            f"{what} needs a kernel estimator, and kernel_estimator=none; add "
+            "kernel_estimator=classical (or classical_local, in_loop, or learned with "
+            "its path)."
+        )
+    if in_loop and assumed.method == "separable":
+        raise ConfigError(
+            "kernel_estimator=in_loop refines the kernel of a circular FFT blur while "
+            "sampling; it cannot use degradation.method=separable (use auto or fft)."
+        )
+    if in_loop and assumed.rank1:
+        log.info("kernel_estimator=in_loop: degradation.rank1 is not applied (FFT blur)")
+
+
+def _build_estimator(node: Any, shape: tuple[int, int, int]) -> Any:
+    estimator = instantiate_config("kernel estimator", node)
+    if not callable(getattr(estimator, "estimate", None)):
+        raise ConfigError(
+            f"kernel_estimator builds a {type(estimator).__name__}, which has no "
+            "estimate(blurry) method."
+        )
+    check_size = getattr(estimator, "check_size", None)
+    if callable(check_size):
+        check_size(shape[1], shape[2])
+    return estimator
