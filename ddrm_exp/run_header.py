@@ -87,7 +87,7 @@ def log_header(cfg: DictConfig, choices: dict[str, str], device: torch.device, s
     if device.type == "cpu":
         where += f", {threads} CPU thread{'s' if threads != 1 else ''} ({source})"
     log.info(
-        "%s: %d image%s of dataset=%s at %d×%d, degradation=%s, sampler=%s (%d steps), "
+        "%s: %d image%s of dataset=%s at %d×%d, degradation=%s, sampler=%s (%d NFE), "
         "model=%s, precision=%s, on %s",
         str(cfg.get("task", "image")),
         len(s.dataset),
@@ -97,7 +97,7 @@ def log_header(cfg: DictConfig, choices: dict[str, str], device: torch.device, s
         width,
         choices.get("degradation", "?"),
         s.sampler.name,
-        int(s.sampler.timesteps),
+        s.sampler.nfe,
         choices.get("model", "?"),
         s.acceleration.precision,
         where,

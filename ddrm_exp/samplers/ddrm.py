@@ -173,7 +173,11 @@ class DDRM:
     def __init__(
         self, timesteps: int = 20, eta: float = 0.85, eta_b: float = 1.0, clip_x0: bool = False
     ) -> None:
-        if isinstance(timesteps, bool) or not isinstance(timesteps, int) or timesteps < 1:
+        if (
+            isinstance(timesteps, bool)
+            or not isinstance(timesteps, int)
+            or not 1 <= timesteps <= NUM_TRAIN_TIMESTEPS
+        ):
             raise ConfigError(
                 f"sampler.timesteps must be an integer in 1..{NUM_TRAIN_TIMESTEPS}, "
                 f"got {timesteps!r}."
