@@ -84,6 +84,7 @@ from ddrm_exp.datasets.samples import split_names
 from ddrm_exp.degradations.assumed_blur import AssumedBlur
 from ddrm_exp.degradations.base import HFunctions
 from ddrm_exp.degradations.blur2d import operator_for_kernel
+from ddrm_exp.degradations.dense import DenseSVD
 from ddrm_exp.degradations.fft_blur import ZERO_THRESHOLD, FFTBlur, blur_circular
 from ddrm_exp.degradations.kernels2d import (
     gaussian_kernel2d,
@@ -480,46 +481,6 @@ def run_estimators(args: argparse.Namespace) -> None:
 
 
 # ---- cost: FFT operator vs a dense SVD ----------------------------------------------------------
-class DenseSVD(HFunctions):
-    """``H = U Σ Vᵀ`` of a blur acting on each channel by the same ``n x n`` matrix, stored
-    densely: ``U``, ``V`` (n, n) and the ``3n`` singular values sorted as the protocol wants."""
-
-    def __init__(self, shape: tuple[int, int, int], u: Tensor, s: Tensor, v: Tensor) -> None:
-        self.shape = shape
-        c = shape[0]
-        self.u, self.v = u.contiguous(), v.contiguous()
-        values, self.order = torch.sort(s.repeat(c), descending=True, stable=True)
-        self._singulars = values.to(u.dtype)
-
-    def _to_spec(self, vec: Tensor, basis: Tensor) -> Tensor:
-        b = vec.shape[0]
-        c, h, w = self.shape
-        # (x_c)ᵀ B = (Bᵀ x_c)ᵀ per channel: one (B*c, n) @ (n, n) matmul.
-        return (vec.reshape(b * c, h * w) @ basis).reshape(b, -1)[:, self.order]
-
-    def _from_spec(self, vec: Tensor, basis: Tensor) -> Tensor:
-        b = vec.shape[0]
-        c, h, w = self.shape
-        flat = torch.empty_like(vec)
-        flat[:, self.order] = vec
-        return (flat.reshape(b * c, h * w) @ basis.T).reshape(b, -1)
-
-    def Vt(self, vec: Tensor) -> Tensor:
-        return self._to_spec(vec, self.v)
-
-    def V(self, vec: Tensor) -> Tensor:
-        return self._from_spec(vec, self.v)
-
-    def Ut(self, vec: Tensor) -> Tensor:
-        return self._to_spec(vec, self.u)
-
-    def U(self, vec: Tensor) -> Tensor:
-        return self._from_spec(vec, self.u)
-
-    def singulars(self) -> Tensor:
-        return self._singulars
-
-
 def dense_blur_matrix(kernel: Tensor, side: int) -> Tensor:
     """The (n, n) float64 matrix of the circular blur of one channel (column j = blur of e_j)."""
     n = side * side

@@ -18,6 +18,7 @@ import math
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from safetensors.torch import save_file
+from torch import Tensor
 from tqdm import tqdm
 
 from ddrm_exp.config import resolve_device
@@ -218,7 +220,6 @@ def train(cfg: DictConfig) -> None:
         raise ConfigError(
             f"train_prior trains DDPM UNets (model.arch=ddpm), got {model_cfg.get('arch')!r}."
         )
-    size = int(model_cfg.image_size)
     tc = cfg.train
     # The data first: a held-out split or a missing corpus fails before anything is written.
     photos, gray = training_photos(cfg.data)
@@ -229,61 +230,10 @@ def train(cfg: DictConfig) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, out_dir / "train_config.yaml", resolve=True)
 
-    torch.manual_seed(int(tc.seed))
-    net = ddpm_unet(size, **OmegaConf.to_container(model_cfg.network, resolve=True)).to(device)
-    ema = ddpm_unet(size, **OmegaConf.to_container(model_cfg.network, resolve=True)).to(device)
-    ema.load_state_dict(net.state_dict())
-    ema.requires_grad_(False)
-    opt = torch.optim.AdamW(net.parameters(), lr=float(tc.lr), weight_decay=0.0)
-    schedule = Schedule.linear()
-    abar = schedule.alphas_cumprod.float().to(device)
-    crops = CropSampler(
-        photos,
-        size,
-        float(cfg.data.min_crop_frac),
-        int(tc.seed),
-        gray_photos=gray,
-        gray_fraction=float(cfg.data.get("gray_fraction", 0.0)),
-        desaturate_prob=float(cfg.data.get("desaturate_prob", 0.0)),
-        device=device,
-        hue_rotate_prob=float(cfg.data.get("hue_rotate_prob", 0.0)),
-    )
-    gen = torch.Generator(device="cpu").manual_seed(int(tc.seed) + 1)
-
-    state_path = out_dir / "state.pt"
-    step, elapsed = 0, 0.0
-    if not state_path.exists() and cfg.get("init"):
-        # Continue from exported weights (e.g. the bundled ones) when the full training state of
-        # an earlier session is gone: model and EMA start there, the optimiser starts afresh.
-        from ddrm_exp.models.checkpoints import load_state_dict
-
-        weights = load_state_dict(Path(cfg.init))
-        net.load_state_dict(weights)
-        ema.load_state_dict(weights)
-        step = int(cfg.get("init_step") or 0)
-        log.info("initialised from %s, counting from step %d", cfg.init, step)
-    if state_path.exists():
-        # On the CPU first: the RNG states must stay CPU tensors; load_state_dict moves the rest.
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-        net.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        opt.load_state_dict(state["opt"])
-        step, elapsed = int(state["step"]), float(state["elapsed"])
-        crops.load_state(state["crop_rng"])
-        gen.set_state(state["gen"])
-        log.info("resumed from %s at step %d", state_path, step)
-        loss_path = out_dir / "loss.jsonl"
-        if loss_path.exists():  # drop what was logged after the last checkpoint of a killed run
-            kept = [
-                line
-                for line in loss_path.read_text().splitlines()
-                if line.strip() and json.loads(line)["step"] <= step
-            ]
-            loss_path.write_text("".join(line + "\n" for line in kept))
-
+    st = TrainState.build(cfg, photos, gray, device)
+    st.restore(cfg, out_dir)
     if tc.precision not in ("fp32", "bf16"):
         raise ConfigError(f"train.precision must be fp32 or bf16, got {tc.precision!r}.")
-    use_bf16 = tc.precision == "bf16"
     prediction = str(model_cfg.get("prediction", "eps"))
     if prediction not in ("eps", "v"):
         raise ConfigError(f"model.prediction must be eps or v, got {prediction!r}.")
@@ -291,94 +241,180 @@ def train(cfg: DictConfig) -> None:
     # steps x̂_0 divides the ε error by √ᾱ_t ≈ 0.01, so the ε-network must be accurate to
     # ~0.1 %, below bf16/TF32 rounding; bf16 is for fast early training only.
     set_matmul_precision("fp32")
-    total = int(tc.steps)
-    n_params = sum(p.numel() for p in net.parameters())
+    n_params = sum(p.numel() for p in st.net.parameters())
     log.info(
         "training %s: %.2fM parameters, %d steps, batch %d",
         model_cfg.name,
         n_params / 1e6,
-        total,
+        int(tc.steps),
         tc.batch_size,
     )
-    max_seconds = tc.get("max_seconds")
-    started = time.monotonic()
-    bar = tqdm(
-        total=total, initial=step, desc=f"train {model_cfg.name}", unit="step", file=sys.stderr
-    )
-    losses: list[float] = []
-    last_save = time.monotonic()
-    ema_params, net_params = list(ema.parameters()), list(net.parameters())
+    train_loop(cfg, st, out_dir, prediction)
+    st.save(out_dir / STATE_NAME)
+    if cfg.export:
+        export_ema(st.ema, Path(cfg.export), export_meta(cfg, st.step, st.elapsed, prediction))
+        log.info("exported EMA weights to %s", cfg.export)
 
-    def save_state() -> None:
+
+STATE_NAME = "state.pt"
+
+
+@dataclass
+class TrainState:
+    """Everything a killed training resumes from exactly (``state.pt``)."""
+
+    net: torch.nn.Module
+    ema: torch.nn.Module
+    opt: torch.optim.Optimizer
+    crops: CropSampler
+    gen: torch.Generator
+    device: torch.device
+    step: int = 0
+    elapsed: float = 0.0
+
+    @classmethod
+    def build(cls, cfg: DictConfig, photos: Any, gray: Any, device: torch.device) -> TrainState:
+        model_cfg, tc = cfg.model, cfg.train
+        size = int(model_cfg.image_size)
+        torch.manual_seed(int(tc.seed))
+        net = ddpm_unet(size, **OmegaConf.to_container(model_cfg.network, resolve=True)).to(device)
+        ema = ddpm_unet(size, **OmegaConf.to_container(model_cfg.network, resolve=True)).to(device)
+        ema.load_state_dict(net.state_dict())
+        ema.requires_grad_(False)
+        opt = torch.optim.AdamW(net.parameters(), lr=float(tc.lr), weight_decay=0.0)
+        crops = CropSampler(
+            photos,
+            size,
+            float(cfg.data.min_crop_frac),
+            int(tc.seed),
+            gray_photos=gray,
+            gray_fraction=float(cfg.data.get("gray_fraction", 0.0)),
+            desaturate_prob=float(cfg.data.get("desaturate_prob", 0.0)),
+            device=device,
+            hue_rotate_prob=float(cfg.data.get("hue_rotate_prob", 0.0)),
+        )
+        gen = torch.Generator(device="cpu").manual_seed(int(tc.seed) + 1)
+        return cls(net, ema, opt, crops, gen, device)
+
+    def restore(self, cfg: DictConfig, out_dir: Path) -> None:
+        """Resume from ``state.pt``, or start from exported weights (``init``) without one."""
+        state_path = out_dir / STATE_NAME
+        if not state_path.exists() and cfg.get("init"):
+            # Continue from exported weights (e.g. the bundled ones) when the full training
+            # state of an earlier session is gone: model and EMA start there, the optimiser
+            # starts afresh.
+            from ddrm_exp.models.checkpoints import load_state_dict
+
+            weights = load_state_dict(Path(cfg.init))
+            self.net.load_state_dict(weights)
+            self.ema.load_state_dict(weights)
+            self.step = int(cfg.get("init_step") or 0)
+            log.info("initialised from %s, counting from step %d", cfg.init, self.step)
+        if not state_path.exists():
+            return
+        # On the CPU first: the RNG states must stay CPU tensors; load_state_dict moves the rest.
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        self.net.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.opt.load_state_dict(state["opt"])
+        self.step, self.elapsed = int(state["step"]), float(state["elapsed"])
+        self.crops.load_state(state["crop_rng"])
+        self.gen.set_state(state["gen"])
+        log.info("resumed from %s at step %d", state_path, self.step)
+        loss_path = out_dir / "loss.jsonl"
+        if loss_path.exists():  # drop what was logged after the last checkpoint of a killed run
+            kept = [
+                line
+                for line in loss_path.read_text().splitlines()
+                if line.strip() and json.loads(line)["step"] <= self.step
+            ]
+            loss_path.write_text("".join(line + "\n" for line in kept))
+
+    def save(self, path: Path) -> None:
         atomic_save(
             {
-                "model": net.state_dict(),
-                "ema": ema.state_dict(),
-                "opt": opt.state_dict(),
-                "step": step,
-                "elapsed": elapsed,
-                "crop_rng": crops.state(),
-                "gen": gen.get_state(),
+                "model": self.net.state_dict(),
+                "ema": self.ema.state_dict(),
+                "opt": self.opt.state_dict(),
+                "step": self.step,
+                "elapsed": self.elapsed,
+                "crop_rng": self.crops.state(),
+                "gen": self.gen.get_state(),
             },
-            state_path,
+            path,
         )
 
+    def train_step(self, tc: DictConfig, abar: Tensor, prediction: str) -> tuple[float, float]:
+        """One optimiser and EMA step; returns (loss, learning rate)."""
+        device, gen = self.device, self.gen
+        x0 = self.crops.batch(int(tc.batch_size)).to(device)
+        t = torch.randint(0, abar.shape[0], (x0.shape[0],), generator=gen).to(device)
+        noise = torch.randn(x0.shape, generator=gen).to(device)
+        a = abar[t].view(-1, 1, 1, 1)
+        x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        lr = float(tc.lr) * min(1.0, (self.step + 1) / max(1, int(tc.warmup)))
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        # bf16 autocast: ~1.6x faster steps on CPUs with AMX/AVX512-BF16 and on GPUs; the
+        # weights, optimiser and loss stay float32.
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.precision == "bf16"):
+            out = self.net(x_t, t.float())
+        target = noise if prediction == "eps" else a.sqrt() * noise - (1 - a).sqrt() * x0
+        loss = F.mse_loss(out.float(), target)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.net.parameters(), float(tc.grad_clip))
+        self.opt.step()
+        with torch.no_grad():
+            decay = min(float(tc.ema_decay), (1 + self.step) / (10 + self.step))
+            torch._foreach_lerp_(
+                list(self.ema.parameters()), list(self.net.parameters()), 1 - decay
+            )
+        self.step += 1
+        return float(loss.detach()), lr
+
+
+def train_loop(cfg: DictConfig, st: TrainState, out_dir: Path, prediction: str) -> None:
+    """Steps until ``train.steps`` (or ``train.max_seconds``): loss log, snapshots, state."""
+    tc = cfg.train
+    total, max_seconds = int(tc.steps), tc.get("max_seconds")
+    abar = Schedule.linear().alphas_cumprod.float().to(st.device)
+    started = last_save = time.monotonic()
+    bar = tqdm(
+        total=total, initial=st.step, desc=f"train {cfg.model.name}", unit="step", file=sys.stderr
+    )
+    losses: list[float] = []
     with open(out_dir / "loss.jsonl", "a") as loss_log:
-        while step < total:
+        while st.step < total:
             if max_seconds is not None and time.monotonic() - started > float(max_seconds):
-                log.info("stopping at step %d: train.max_seconds=%s reached", step, max_seconds)
+                log.info("stopping at step %d: train.max_seconds=%s reached", st.step, max_seconds)
                 break
             t0 = time.perf_counter()
-            x0 = crops.batch(int(tc.batch_size)).to(device)
-            t = torch.randint(0, schedule.num_timesteps, (x0.shape[0],), generator=gen).to(device)
-            noise = torch.randn(x0.shape, generator=gen).to(device)
-            a = abar[t].view(-1, 1, 1, 1)
-            x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
-            lr = float(tc.lr) * min(1.0, (step + 1) / max(1, int(tc.warmup)))
-            for group in opt.param_groups:
-                group["lr"] = lr
-            # bf16 autocast: ~1.6x faster steps on CPUs with AMX/AVX512-BF16 and on GPUs; the
-            # weights, optimiser and loss stay float32.
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                out = net(x_t, t.float())
-            target = noise if prediction == "eps" else a.sqrt() * noise - (1 - a).sqrt() * x0
-            loss = F.mse_loss(out.float(), target)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), float(tc.grad_clip))
-            opt.step()
-            with torch.no_grad():
-                decay = min(float(tc.ema_decay), (1 + step) / (10 + step))
-                torch._foreach_lerp_(ema_params, net_params, 1 - decay)
-            step += 1
-            elapsed += time.perf_counter() - t0
-            losses.append(float(loss.detach()))
+            loss, lr = st.train_step(tc, abar, prediction)
+            st.elapsed += time.perf_counter() - t0
+            losses.append(loss)
             bar.update(1)
+            step = st.step
             if step % int(tc.log_every) == 0 or step == total:
                 mean = sum(losses) / len(losses)
                 bar.set_postfix(loss=f"{mean:.4f}")
-                loss_log.write(
-                    json.dumps({"step": step, "loss": mean, "lr": lr, "seconds": elapsed}) + "\n"
-                )
+                row = {"step": step, "loss": mean, "lr": lr, "seconds": st.elapsed}
+                loss_log.write(json.dumps(row) + "\n")
                 loss_log.flush()
                 losses.clear()
             snapshot_every = tc.get("snapshot_every")
             if snapshot_every and step % int(snapshot_every) == 0:
                 # EMA snapshots to choose from on the validation split (scripts/prior_quality.py)
-                export_ema(ema, out_dir / "snapshots" / f"ema_{step:06d}.safetensors",
-                           export_meta(cfg, step, elapsed, prediction))
+                path = out_dir / "snapshots" / f"ema_{step:06d}.safetensors"
+                export_ema(st.ema, path, export_meta(cfg, step, st.elapsed, prediction))
             if (
                 step % int(tc.ckpt_every) == 0
                 or step == total
                 or time.monotonic() - last_save > 600
             ):
-                save_state()
+                st.save(out_dir / STATE_NAME)
                 last_save = time.monotonic()
     bar.close()
-    save_state()
-    if cfg.export:
-        export_ema(ema, Path(cfg.export), export_meta(cfg, step, elapsed, prediction))
-        log.info("exported EMA weights to %s", cfg.export)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train_prior")

@@ -39,6 +39,7 @@ from ddrm_exp.degradations import (
     lorem_mask,
     random_mask,
 )
+from ddrm_exp.degradations.dense import check_svd_protocol
 from ddrm_exp.degradations.kernels2d import kernel2d_from_spec
 from ddrm_exp.degradations.separable import BicubicSuperResolution, blur_matrix
 from ddrm_exp.errors import ConfigError
@@ -347,32 +348,11 @@ def test_separable_threshold_matches_thresholded_1d_factors(name: str, shape: Sh
 def test_svd_protocol(name: str, shape: Shape) -> None:
     if not valid_or_raises(name, shape):
         return
-    d = dense_for(name, shape)
-    n, m = d.op.n, d.op.m
-    assert n == math.prod(shape)
-    assert d.s.shape == (m,) and d.H.shape == (m, n)
-    assert d.s.dtype == torch.float64
-    assert bool((d.s >= 0).all())
-    assert bool((d.s[:-1] >= d.s[1:]).all()), "singulars must be sorted descending"
-    eye_n, eye_m = torch.eye(n, dtype=torch.float64), torch.eye(m, dtype=torch.float64)
-    torch.testing.assert_close(d.V @ d.V.T, eye_n, **TOL)
-    torch.testing.assert_close(d.V.T @ d.V, eye_n, **TOL)
-    torch.testing.assert_close(d.U @ d.U.T, eye_m, **TOL)
-    torch.testing.assert_close(d.U.T @ d.U, eye_m, **TOL)
-    torch.testing.assert_close(d.Vt, d.V.T, **TOL)
-    torch.testing.assert_close(d.Ut, d.U.T, **TOL)
-    torch.testing.assert_close(d.H, d.U @ torch.diag(d.s) @ d.V[:, :m].T, **TOL)
-    torch.testing.assert_close(d.Ht, d.H.T, **TOL)
-    # The pseudo-inverse: compare with numpy's and check the Penrose identities.
-    torch.testing.assert_close(
-        d.pinv, torch.from_numpy(np.linalg.pinv(d.H.numpy(), rcond=1e-8)), atol=1e-8, rtol=1e-7
-    )
-    proj = d.pinv @ d.H
-    torch.testing.assert_close(proj, proj.T, **TOL)
-    torch.testing.assert_close(proj @ proj, proj, **TOL)
-    torch.testing.assert_close(d.H @ d.pinv @ d.H, d.H, **TOL)
-    torch.testing.assert_close(d.pinv @ d.H @ d.pinv, d.pinv, **TOL)
-    assert d.op.add_zeros(d.s.unsqueeze(0)).shape == (1, n)
+    op = build(name, shape)
+    assert op.n == math.prod(shape)
+    d = check_svd_protocol(op)
+    n = op.n
+    assert op.add_zeros(d.s.unsqueeze(0)).shape == (1, n)
 
 
 # ---- Toeplitz convention -----------------------------------------------------------------------

@@ -275,93 +275,116 @@ def download_file(
             "writable cache with DDRM_EXP_CACHE=/path or paths.cache_dir=/path"
         ) from exc
     tmp = dest.with_name(f"{dest.name}.part-{secrets.token_hex(6)}")
-    hashers = {a: hashlib.new(a) for a in ("md5", "sha256")}
-    received = 0
+    transfer = _Transfer({a: hashlib.new(a) for a in ("md5", "sha256")})
     try:
-        request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
-            status = getattr(response, "status", 200)
-            if status != 200:
-                raise DownloadError(f"the server answered HTTP {status} {response.reason}")
-            length_header = response.headers.get("Content-Length")
-            expected_len = int(length_header) if length_header and length_header.isdigit() else None
-            if size is not None and expected_len is not None and expected_len != size:
-                raise DownloadError(
-                    f"the server offers {expected_len} bytes but the file should be {size} bytes"
-                )
-            with open(tmp, "xb") as out, _progress(expected_len or size, dest.name) as bar:
-                first = True
-                while chunk := response.read(_CHUNK):
-                    if first and _looks_like_html(chunk):
-                        raise DownloadError(
-                            "the server returned a web page (HTML) instead of the file; the link "
-                            "may have expired or need a login"
-                        )
-                    first = False
-                    out.write(chunk)
-                    for h in hashers.values():
-                        h.update(chunk)
-                    received += len(chunk)
-                    bar.update(len(chunk))
-                out.flush()
-                os.fsync(out.fileno())
-        if expected_len is not None and received != expected_len:
-            raise DownloadError(
-                f"the transfer was cut off after {received} of {expected_len} bytes"
-            )
-        if received == 0:
-            raise DownloadError("the server sent an empty file")
-        problems = _mismatches(received, {a: h.hexdigest() for a, h in hashers.items()}, size, sums)
-        if problems:
-            raise DownloadError(
-                "the downloaded file does not match the published one (" + "; ".join(problems) + ")"
-            )
+        _fetch(url, tmp, dest.name, size=size, sums=sums, timeout=timeout, transfer=transfer)
         os.replace(tmp, dest)
-    except DownloadError:
+    except BaseException as exc:  # KeyboardInterrupt included: never leave the temporary file
         _remove(tmp, created)
-        raise
-    except urllib.error.HTTPError as exc:
-        _remove(tmp, created)
-        raise DownloadError(f"the server answered HTTP {exc.code} {exc.reason}") from exc
-    except urllib.error.URLError as exc:
-        _remove(tmp, created)
-        reason = exc.reason
-        if isinstance(reason, TimeoutError):
-            raise DownloadError(f"the connection timed out after {timeout:g} s") from exc
-        raise DownloadError(
-            f"the server could not be reached ({reason}; no network access?)"
-        ) from exc
-    except TimeoutError as exc:
-        _remove(tmp, created)
-        raise DownloadError(
-            f"the connection timed out after {timeout:g} s with {received} bytes received"
-        ) from exc
-    except (HTTPException, ConnectionError) as exc:
-        _remove(tmp, created)
-        raise DownloadError(
-            f"the connection failed after {received} bytes ({type(exc).__name__}: {exc})"
-        ) from exc
-    except OSError as exc:
-        _remove(tmp, created)
-        raise DownloadError(
-            f"writing {tmp} failed ({exc.strerror or exc}); is the disk full or the cache "
-            "read-only?"
-        ) from exc
-    except BaseException:  # KeyboardInterrupt included: never leave the temporary file behind
-        _remove(tmp, created)
-        raise
+        known = _download_error(exc, tmp, timeout, transfer.received)
+        if known is None:
+            raise
+        raise known from exc
+    digests = {a: h.hexdigest() for a, h in transfer.hashers.items()}
     if not sums:
         log.warning(
             "Downloaded %s from %s, but no checksum is published for it, so it could not be "
             "verified (md5 %s, sha256 %s).",
             dest,
             url,
-            hashers["md5"].hexdigest(),
-            hashers["sha256"].hexdigest(),
+            digests["md5"],
+            digests["sha256"],
         )
     else:
-        log.info("Downloaded and verified %s (%d bytes).", dest, received)
+        log.info("Downloaded and verified %s (%d bytes).", dest, transfer.received)
     return dest
+
+
+@dataclass
+class _Transfer:
+    """What a download has received so far (the error messages say how much)."""
+
+    hashers: dict[str, Any]
+    received: int = 0
+
+
+def _fetch(
+    url: str,
+    tmp: Path,
+    name: str,
+    *,
+    size: int | None,
+    sums: dict[str, str],
+    timeout: float,
+    transfer: _Transfer,
+) -> None:
+    """Stream ``url`` into ``tmp`` (fsynced) and check it; raise DownloadError on a mismatch."""
+    request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
+    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+        status = getattr(response, "status", 200)
+        if status != 200:
+            raise DownloadError(f"the server answered HTTP {status} {response.reason}")
+        length_header = response.headers.get("Content-Length")
+        expected_len = int(length_header) if length_header and length_header.isdigit() else None
+        if size is not None and expected_len is not None and expected_len != size:
+            raise DownloadError(
+                f"the server offers {expected_len} bytes but the file should be {size} bytes"
+            )
+        with open(tmp, "xb") as out, _progress(expected_len or size, name) as bar:
+            first = True
+            while chunk := response.read(_CHUNK):
+                if first and _looks_like_html(chunk):
+                    raise DownloadError(
+                        "the server returned a web page (HTML) instead of the file; the link "
+                        "may have expired or need a login"
+                    )
+                first = False
+                out.write(chunk)
+                for h in transfer.hashers.values():
+                    h.update(chunk)
+                transfer.received += len(chunk)
+                bar.update(len(chunk))
+            out.flush()
+            os.fsync(out.fileno())
+    received = transfer.received
+    if expected_len is not None and received != expected_len:
+        raise DownloadError(f"the transfer was cut off after {received} of {expected_len} bytes")
+    if received == 0:
+        raise DownloadError("the server sent an empty file")
+    digests = {a: h.hexdigest() for a, h in transfer.hashers.items()}
+    problems = _mismatches(received, digests, size, sums)
+    if problems:
+        raise DownloadError(
+            "the downloaded file does not match the published one (" + "; ".join(problems) + ")"
+        )
+
+
+def _download_error(
+    exc: BaseException, tmp: Path, timeout: float, received: int
+) -> DownloadError | None:
+    """The user's message for a failed transfer; None: raise ``exc`` as it is."""
+    if isinstance(exc, DownloadError):
+        return None
+    if isinstance(exc, urllib.error.HTTPError):
+        return DownloadError(f"the server answered HTTP {exc.code} {exc.reason}")
+    if isinstance(exc, urllib.error.URLError):
+        if isinstance(exc.reason, TimeoutError):
+            return DownloadError(f"the connection timed out after {timeout:g} s")
+        return DownloadError(f"the server could not be reached ({exc.reason}; no network access?)")
+    if isinstance(exc, TimeoutError):
+        return DownloadError(
+            f"the connection timed out after {timeout:g} s with {received} bytes received"
+        )
+    if isinstance(exc, HTTPException | ConnectionError):
+        return DownloadError(
+            f"the connection failed after {received} bytes ({type(exc).__name__}: {exc})"
+        )
+    if isinstance(exc, OSError):
+        return DownloadError(
+            f"writing {tmp} failed ({exc.strerror or exc}); is the disk full or the cache "
+            "read-only?"
+        )
+    return None
 
 
 def _remove(path: Path, created: Path | None = None) -> None:

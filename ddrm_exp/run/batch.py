@@ -171,14 +171,7 @@ def restore_batch(
     x = batch["image"].to(device)
     indices = [int(i) for i in batch["index"]]
     names = list(batch["name"])
-    meas_gens = image_generators(seed, indices, STREAM_MEASUREMENT)
-    operator, measured = s.operator, None
-    if plan is None:
-        y = measure(operator, x, s.sigma_y, meas_gens)
-    else:
-        estimator_init = None if plan.in_loop else init_kernels
-        measured = plan.measure(batch, x, s.sigma_y, meas_gens, init_kernels=estimator_init)
-        operator, y = measured.operator, measured.y
+    operator, y, measured = measure_batch(s, batch, x, indices, init_kernels)
     seeds = indices if sampler_seeds is None else sampler_seeds
     gens = image_generators(seed, seeds, STREAM_SAMPLER)
     kwargs: dict[str, Any] = {}
@@ -217,6 +210,18 @@ def restore_batch(
         restored_metrics=metrics(operator, result.x0, x, y),
         baseline_metrics=metrics(operator, baseline, x, y),
     )
+
+
+def measure_batch(
+    s: Setup, batch: dict[str, Any], x: Tensor, indices: list[int], init_kernels: Tensor | None
+) -> tuple[HFunctions, Tensor, BatchMeasurement | None]:
+    """The batch's operator and ``y``: ``Hx + σ_y z``, or what the blind plan makes of it."""
+    gens = image_generators(s.options.seed, indices, STREAM_MEASUREMENT)
+    if s.plan is None:
+        return s.operator, measure(s.operator, x, s.sigma_y, gens), None
+    estimator_init = None if s.plan.in_loop else init_kernels
+    measured = s.plan.measure(batch, x, s.sigma_y, gens, init_kernels=estimator_init)
+    return measured.operator, measured.y, measured
 
 
 def nonfinite(

@@ -199,29 +199,27 @@ class MeasurementPlan:
         """The batch's measurement and operator. ``init_kernels`` (B, kh, kw): where the kernel
         estimator starts (video: the previous frame's kernel); None: its own start."""
         b = x.shape[0]
-        true: Tensor | None = None
-        if self.from_dataset:
-            y = batch["measurement"].to(device=x.device, dtype=x.dtype).reshape(b, -1)
-        elif self.synthetic:
-            assert self.assumed is not None and self.assumed.true_kernel is not None
-            true = self.assumed.true_kernel.unsqueeze(0).expand(b, -1, -1)
-            y = blur_circular(x, true).to(x.dtype).reshape(b, -1)
-        else:
-            y = self.operator.H(x.reshape(b, -1))
+        y, true = self._clean_measurement(batch, x)
         # The ordinary run's noise, drawn the same way, so y = Hx + σ_y z and y = frame + σ_y z
         # see identical z for an image.
         y = add_noise(y, sigma_y, generators)
-
         if self.from_dataset and self.has_true_kernel:
             true = batch["kernel"].to(torch.float64).cpu()
-        operator, kernels, estimates = self.operator, None, None
-        seconds: list[float] | None = None
-        errors: list[float | None] = [None] * b
+        bm = BatchMeasurement(
+            operator=self.operator,
+            y=y,
+            kernels=None,
+            estimates=None,
+            true_kernels=true,
+            estimation_seconds=None,
+            rank1_errors=[None] * b,
+            measurement_metrics=self._measurement_metrics(y, x),
+        )
         assumed = self.assumed
         if assumed is not None and self.in_loop:
             # The in-loop sampler takes the shape, threshold, dtype and device from this
-            # operator and starts from its own initial kernel (kernel_estimator.init).
-            operator = FFTBlur(
+            # operator and starts from its own initial kernel (sampler.init).
+            bm.operator = FFTBlur(
                 assumed.shape,
                 kernel=torch.ones(1, 1),
                 zero_threshold=assumed.zero_threshold,
@@ -233,42 +231,54 @@ class MeasurementPlan:
                 assert true is not None  # checked by build()
                 raw = true
             else:
-                start = time.perf_counter()
-                if init_kernels is None:
-                    estimate = self.estimator.estimate(y.reshape(x.shape))
-                else:
-                    estimate = self.estimator.estimate(y.reshape(x.shape), init=init_kernels)
-                elapsed = time.perf_counter() - start
-                reduce = getattr(estimate, "reduce", None)
-                raw = reduce(assumed.min_coverage) if callable(reduce) else estimate.kernels
-                raw = raw.to(torch.float64).cpu().reshape(b, *raw.shape[-2:])
-                got = getattr(estimate, "seconds", None)
-                seconds = [float(s) for s in got] if got else [elapsed / b] * b
-                estimates = raw
-            kernels, errors = assumed.prepare_kernels(raw)
-            operator = assumed.for_kernels(kernels)
+                raw = self._estimate(bm, x.shape, init_kernels)
+            bm.kernels, bm.rank1_errors = assumed.prepare_kernels(raw)
+            bm.operator = assumed.for_kernels(bm.kernels)
         elif assumed is not None:
             assert assumed.fixed_kernel is not None
-            kernels = assumed.fixed_kernel.unsqueeze(0).expand(b, -1, -1)
+            bm.kernels = assumed.fixed_kernel.unsqueeze(0).expand(b, -1, -1)
         elif isinstance(kernel2d := getattr(self.operator, "kernel2d", None), Tensor):
             k = kernel2d.to(torch.float64).cpu()
-            kernels = k if k.dim() == 3 else k.unsqueeze(0).expand(b, -1, -1)
+            bm.kernels = k if k.dim() == 3 else k.unsqueeze(0).expand(b, -1, -1)
+        return bm
 
-        # The trivial baseline: the measurement itself as the restoration (the blurry frame).
+    def _clean_measurement(self, batch: dict[str, Any], x: Tensor) -> tuple[Tensor, Tensor | None]:
+        """The batch's y before noise, and the true kernels when this plan blurred it."""
+        b = x.shape[0]
+        if self.from_dataset:
+            return batch["measurement"].to(device=x.device, dtype=x.dtype).reshape(b, -1), None
+        if self.synthetic:
+            assert self.assumed is not None and self.assumed.true_kernel is not None
+            true = self.assumed.true_kernel.unsqueeze(0).expand(b, -1, -1)
+            return blur_circular(x, true).to(x.dtype).reshape(b, -1), true
+        return self.operator.H(x.reshape(b, -1)), None
+
+    def _estimate(
+        self, bm: BatchMeasurement, shape: torch.Size, init_kernels: Tensor | None
+    ) -> Tensor:
+        """The estimator's reduced kernels (B, kh, kw) float64 on the CPU, and its time."""
+        assert self.assumed is not None
+        b = shape[0]
+        start = time.perf_counter()
+        if init_kernels is None:
+            estimate = self.estimator.estimate(bm.y.reshape(shape))
+        else:
+            estimate = self.estimator.estimate(bm.y.reshape(shape), init=init_kernels)
+        elapsed = time.perf_counter() - start
+        reduce = getattr(estimate, "reduce", None)
+        raw = reduce(self.assumed.min_coverage) if callable(reduce) else estimate.kernels
+        raw = raw.to(torch.float64).cpu().reshape(b, *raw.shape[-2:])
+        got = getattr(estimate, "seconds", None)
+        bm.estimation_seconds = [float(s) for s in got] if got else [elapsed / b] * b
+        bm.estimates = raw
+        return raw
+
+    def _measurement_metrics(self, y: Tensor, x: Tensor) -> list[dict[str, float | None]]:
+        """The trivial baseline: the measurement itself as the restoration (the blurry frame)."""
         as_image = y.reshape(x.shape)
         values: dict[str, list[float | None]] = {"psnr": list(psnr(as_image, x))}
-        values["ssim"] = list(ssim(as_image, x)) if self.use_ssim else [None] * b
-        metrics = [{k: v[i] for k, v in values.items()} for i in range(b)]
-        return BatchMeasurement(
-            operator=operator,
-            y=y,
-            kernels=kernels,
-            estimates=estimates,
-            true_kernels=true,
-            estimation_seconds=seconds,
-            rank1_errors=errors,
-            measurement_metrics=metrics,
-        )
+        values["ssim"] = list(ssim(as_image, x)) if self.use_ssim else [None] * x.shape[0]
+        return [{k: v[i] for k, v in values.items()} for i in range(x.shape[0])]
 
     def after_sampling(self, bm: BatchMeasurement, result: SampleResult) -> HFunctions:
         """The operator the baseline and the residuals use: the batch's, or, for a sampler that

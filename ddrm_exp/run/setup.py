@@ -57,6 +57,19 @@ class RunOptions:
     # How images/*_measurement.png shows y (``measurement_style``); see measurement_style().
     style: str
 
+    @classmethod
+    def of(cls, cfg: DictConfig, plan: MeasurementPlan | None) -> RunOptions:
+        return cls(
+            seed=int(cfg.seed),
+            batch_size=int(cfg.batch_size),
+            overwrite=bool(cfg.overwrite),
+            save_images=bool(cfg.save_images),
+            grid_max_images=int(cfg.grid_max_images),
+            use_ssim=bool(cfg.metrics.ssim),
+            use_lpips=bool(cfg.metrics.lpips),
+            style=measurement_style(cfg, plan),
+        )
+
 
 def degradation_params(degradation: DictConfig) -> dict[str, Any]:
     """The degradation's own settings as recorded with every result (``official_compat``,
@@ -196,16 +209,6 @@ def setup(cfg: DictConfig, ctx: RunContext) -> Setup:
     if not cfg.overwrite:
         # Results of other input images at the same indices are refused here, for both tasks.
         check_same_inputs(ctx.output_dir, dataset_names(dataset), ids, fingerprint)
-    options = RunOptions(
-        seed=int(cfg.seed),
-        batch_size=int(cfg.batch_size),
-        overwrite=bool(cfg.overwrite),
-        save_images=bool(cfg.save_images),
-        grid_max_images=int(cfg.grid_max_images),
-        use_ssim=bool(cfg.metrics.ssim),
-        use_lpips=bool(cfg.metrics.lpips),
-        style=measurement_style(cfg, plan),
-    )
     return Setup(
         device=device,
         shape=shape,
@@ -218,7 +221,7 @@ def setup(cfg: DictConfig, ctx: RunContext) -> Setup:
         sigma_assumed=sigma_y if assumed is None else float(assumed),
         fingerprint=fingerprint,
         input_ids=ids,
-        options=options,
+        options=RunOptions.of(cfg, plan),
         choices=choices,
         degradation_params=degradation_params(cfg.degradation),
     )
