@@ -30,6 +30,7 @@ from ddrm_exp.config import instantiate_config
 from ddrm_exp.datasets import SampleImages
 from ddrm_exp.degradations import Deblurring, FFTBlur, HFunctions, blur_circular
 from ddrm_exp.degradations.blur2d import blur2d_operator, operator_for_kernel
+from ddrm_exp.degradations.dense import check_svd_protocol, dense_matrices
 from ddrm_exp.degradations.kernels2d import gaussian_kernel2d, motion_kernel
 from ddrm_exp.errors import ConfigError
 from ddrm_exp.metrics.image import psnr
@@ -79,20 +80,6 @@ def numpy_transfer(kernel: torch.Tensor, h: int, w: int) -> np.ndarray:
     return np.fft.fft2(placed)
 
 
-def dense(op: HFunctions) -> dict[str, torch.Tensor]:
-    eye = torch.eye(op.n, dtype=torch.float64)
-    return {
-        "H": op.H(eye).T,
-        "Ht": op.Ht(eye).T,
-        "V": op.V(eye).T,
-        "Vt": op.Vt(eye).T,
-        "U": op.U(eye).T,
-        "Ut": op.Ut(eye).T,
-        "pinv": op.H_pinv(eye).T,
-        "s": op.singulars(),
-    }
-
-
 def make(shape: Shape, kernel: torch.Tensor, zero: float = 0.0) -> FFTBlur:
     return FFTBlur(shape, kernel=kernel, zero_threshold=zero, dtype=torch.float64)
 
@@ -104,31 +91,19 @@ def test_dense_svd_protocol_and_direct_convolution(shape: Shape, kname: str) -> 
     c, h, w = shape
     kernel = KERNELS[kname]
     op = make(shape, kernel)
-    d = dense(op)
+    # The protocol (orthonormal U, V; H = U Σ Vᵀ; Hᵀ; sorted singular values; H⁺ numpy's and
+    # the Penrose identities), then what is the FFT blur's own.
+    d = check_svd_protocol(op, pinv_rcond=1e-10, **TOL)
     n = op.n
     eye = torch.eye(n, dtype=torch.float64)
-    assert op.m == n and d["s"].shape == (n,) and d["s"].dtype == torch.float64
-    torch.testing.assert_close(d["V"].T @ d["V"], eye, **TOL)
-    torch.testing.assert_close(d["V"] @ d["V"].T, eye, **TOL)
-    torch.testing.assert_close(d["U"].T @ d["U"], eye, **TOL)
-    torch.testing.assert_close(d["Vt"], d["V"].T, **TOL)
-    torch.testing.assert_close(d["Ut"], d["U"].T, **TOL)
-    # H from the protocol functions (the base class's U Σ Vᵀ) and from the FFT shortcut
-    torch.testing.assert_close(d["H"], d["U"] @ torch.diag(d["s"]) @ d["V"].T, **TOL)
-    torch.testing.assert_close(HFunctions.H(op, eye).T, d["H"], **TOL)
-    torch.testing.assert_close(d["Ht"], d["H"].T, **TOL)
+    assert op.m == n
+    torch.testing.assert_close(HFunctions.H(op, eye).T, d.H, **TOL)  # the FFT shortcut's H
     direct = roll_blur(eye.view(n, c, h, w), kernel).reshape(n, n).T
-    torch.testing.assert_close(d["H"], direct, **TOL)
+    torch.testing.assert_close(d.H, direct, **TOL)
     # singular values: sorted |K(f)| over all frequencies, each once per channel
-    s = d["s"]
-    assert bool((s[:-1] >= s[1:]).all())
     expected = np.sort(np.tile(np.abs(numpy_transfer(kernel, h, w)).ravel(), c))[::-1].copy()
-    torch.testing.assert_close(s, torch.from_numpy(expected), **TOL)
-    # pseudo-inverse: numpy's, and the Penrose identities
-    np_pinv = np.linalg.pinv(d["H"].numpy(), rcond=1e-10)
-    torch.testing.assert_close(d["pinv"], torch.from_numpy(np_pinv), atol=1e-8, rtol=1e-7)
-    torch.testing.assert_close(HFunctions.H_pinv(op, eye).T, d["pinv"], atol=1e-9, rtol=1e-8)
-    torch.testing.assert_close(d["H"] @ d["pinv"] @ d["H"], d["H"], atol=1e-9, rtol=1e-8)
+    torch.testing.assert_close(d.s, torch.from_numpy(expected), **TOL)
+    torch.testing.assert_close(HFunctions.H_pinv(op, eye).T, d.pinv, atol=1e-9, rtol=1e-8)
 
 
 @pytest.mark.parametrize("shape", [(1, 8, 8), (3, 7, 6)], ids=str)
@@ -138,19 +113,19 @@ def test_threshold_zeroes_small_frequencies(shape: Shape) -> None:
     kernel = gaussian_kernel2d(5, 1.2, 0.6, 20.0)
     zero = 0.05
     op = make(shape, kernel, zero)
-    d = dense(op)
+    d = dense_matrices(op)
     transfer = numpy_transfer(kernel, h, w)
     kept = np.where(np.abs(transfer) < zero, 0.0, transfer)
     eye = np.eye(h * w).reshape(h * w, h, w)
     per_channel = np.real(np.fft.ifft2(np.fft.fft2(eye) * kept)).reshape(h * w, h * w).T
     expected = torch.from_numpy(np.kron(np.eye(c), per_channel))
-    torch.testing.assert_close(d["H"], expected, **TOL)
-    s = d["s"]
+    torch.testing.assert_close(d.H, expected, **TOL)
+    s = d.s
     assert float(s[s > 0].min()) >= zero and int((s == 0).sum()) > 0
-    torch.testing.assert_close(d["H"], d["U"] @ torch.diag(s) @ d["V"].T, **TOL)
+    torch.testing.assert_close(d.H, d.U @ torch.diag(s) @ d.V.T, **TOL)
     # H⁺ inverts what is kept and drops the rest: H⁺ H is the orthogonal projector V_m V_mᵀ
-    vm = d["V"][:, s > 0]
-    torch.testing.assert_close(d["pinv"] @ d["H"], vm @ vm.T, **TOL)
+    vm = d.V[:, s > 0]
+    torch.testing.assert_close(d.pinv @ d.H, vm @ vm.T, **TOL)
 
 
 # ---- identities for random inputs ----------------------------------------------------------------
