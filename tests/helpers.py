@@ -40,9 +40,10 @@ def compose_cfg(overrides: list[str], *, hydra: bool = False) -> DictConfig:
 
 
 def cli_env(**extra: str) -> dict[str, str]:
-    """The environment a CLI subprocess gets: no wandb or HYDRA_FULL_ERROR settings of the
-    caller, one OpenMP thread (two processes' threads crawl on a 2-core box)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HYDRA_FULL_ERROR", "WANDB_"))}
+    """The environment a CLI subprocess gets: no wandb or Hydra settings of the caller
+    (HYDRA_FULL_ERROR would print tracebacks), one OpenMP thread (two processes' threads
+    crawl on a 2-core box)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HYDRA_", "WANDB_"))}
     env["OMP_NUM_THREADS"] = "1"
     env["WANDB_SILENT"] = "true"
     env.update(extra)

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from helpers import compose_cfg, run_cli
 from hydra.utils import instantiate
 
 from ddrm_exp.cli_check import check_overrides, group_options
@@ -19,15 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HYDRA_", "WANDB_"))}
-    return subprocess.run(
-        [sys.executable, "-m", "ddrm_exp", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_cli(list(args), ROOT, timeout=120)
 
 
 def test_help_opens_with_what_the_tool_does_and_lists_every_option() -> None:
@@ -89,12 +78,7 @@ def test_misspelt_key_exits_2_with_the_message() -> None:
 
 @pytest.mark.parametrize("estimator", ["classical", "classical_local", "in_loop"])
 def test_one_kernel_size_override_for_every_estimator(estimator: str) -> None:
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(
-            config_name="config",
-            overrides=[f"kernel_estimator={estimator}", "kernel_estimator.kernel_size=9"],
-        )
+    cfg = compose_cfg([f"kernel_estimator={estimator}", "kernel_estimator.kernel_size=9"])
     if estimator == "in_loop":
         assert cfg.sampler.kernel_size == 9  # the in-loop sampler (selected by it) takes it
         return

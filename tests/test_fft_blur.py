@@ -10,17 +10,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from helpers import compose_cfg, run_job
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
@@ -352,9 +348,7 @@ def test_blur2d_ddrm_kernels_match_the_official_configs() -> None:
 
 
 def compose_degradation(overrides: list[str]) -> Any:
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose(config_name="config", overrides=["degradation=blur2d", *overrides])
+    return compose_cfg(["degradation=blur2d", *overrides])
 
 
 def test_blur2d_type_is_switched_by_one_override() -> None:
@@ -399,14 +393,11 @@ def test_ddrm_restores_motion_blur_better_than_pinv() -> None:
     assert sum(restored) / len(restored) > sum(baseline) / len(baseline) + 1.0
 
 
-def test_cli_blur2d_motion_runs(tmp_path: Path) -> None:
+def test_blur2d_motion_runs(tmp_path: Path) -> None:
+    """A whole run (in-process: the CLI's path is test_cli's)."""
     run_dir = tmp_path / "run"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HYDRA_FULL_ERROR", "WANDB_"))}
-    proc = subprocess.run(
+    run_job(
         [
-            sys.executable,
-            "-m",
-            "ddrm_exp",
             "degradation=blur2d",
             "degradation.kernel.type=motion",
             "degradation.kernel.size=9",
@@ -419,15 +410,9 @@ def test_cli_blur2d_motion_runs(tmp_path: Path) -> None:
             "batch_size=2",
             "logger=none",
             "device=cpu",
-            f"hydra.run.dir={run_dir}",
         ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+        run_dir,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["count"] == 2 and summary["degradation"] == "blur2d"
     assert math.isfinite(summary["restored"]["psnr"]["mean"])
