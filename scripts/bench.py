@@ -50,7 +50,6 @@ from ddrm_exp.models.base import DiffusionPrior
 from ddrm_exp.models.pretrained import build_network
 from ddrm_exp.models.schedule import Schedule
 from ddrm_exp.paths import CONF_DIR
-from ddrm_exp.run.measurement import measure
 from ddrm_exp.run.seeding import STREAM_MEASUREMENT, STREAM_SAMPLER, image_generator
 from ddrm_exp.samplers import DDRM, MCG
 
@@ -220,7 +219,7 @@ def quality(device: torch.device, accs: list[Acceleration], timesteps: int) -> l
             deg = compose_config([f"degradation={task}"]).degradation
             op = instantiate(deg, shape=(3, size, size), device=device)
             idx = range(len(data))
-            y = measure(op, x, sigma_y, [image_generator(0, i, STREAM_MEASUREMENT) for i in idx])
+            y = op.measure(x, sigma_y, [image_generator(0, i, STREAM_MEASUREMENT) for i in idx])
             gens = [image_generator(0, i, STREAM_SAMPLER) for i in idx]
             x_hat = sampler.sample(prior, op, y, sigma_y, generator=gens).x0
             row.append(statistics.mean(psnr(x_hat, x)))

@@ -92,11 +92,11 @@ from ddrm_exp.degradations.kernels2d import (
     normalized_cross_correlation,
     rank1_approximation,
 )
+from ddrm_exp.degradations.noise import add_measurement_noise
 from ddrm_exp.metrics import format_stat, mean_ci
 from ddrm_exp.metrics.image import psnr
 from ddrm_exp.run.seeding import STREAM_MEASUREMENT, STREAM_SAMPLER, image_generator
 from ddrm_exp.samplers import DDRM
-from ddrm_exp.samplers.ddrm import draw_noise
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -139,10 +139,8 @@ def measure(x: Tensor, k: Tensor, sigma_y: float, seed: int) -> Tensor:
     """``blur_circular(x, k) + σ_y z`` (images in [-1, 1], so std 2σ_y), flattened; z per image
     from the runner's measurement stream."""
     y = blur_circular(x, k).to(x.dtype).flatten(1)
-    if sigma_y > 0:
-        gens = [image_generator(seed, i, STREAM_MEASUREMENT) for i in range(x.shape[0])]
-        y = y + 2.0 * sigma_y * draw_noise(tuple(y.shape), gens, y.device, y.dtype)
-    return y
+    gens = [image_generator(seed, i, STREAM_MEASUREMENT) for i in range(x.shape[0])]
+    return add_measurement_noise(y, sigma_y, gens)
 
 
 def sampler_gens(n: int, seed: int) -> list[torch.Generator]:

@@ -39,7 +39,6 @@ from ddrm_exp.datasets.folder import ImageFolderDataset
 from ddrm_exp.datasets.samples import SampleImages
 from ddrm_exp.metrics import format_stat, mean_ci, psnr
 from ddrm_exp.models.base import DiffusionPrior
-from ddrm_exp.run.measurement import measure
 from ddrm_exp.run.seeding import STREAM_MEASUREMENT, STREAM_SAMPLER, image_generator
 from ddrm_exp.samplers import DDRM
 from ddrm_exp.samplers.ddrm import timestep_sequence
@@ -93,7 +92,7 @@ def restore_scores(
         scores: dict[str, list[float]] = defaultdict(list)
         for seed in range(seeds):
             idx = range(len(x))
-            y = measure(op, x, sigma_y, [image_generator(seed, i, STREAM_MEASUREMENT) for i in idx])
+            y = op.measure(x, sigma_y, [image_generator(seed, i, STREAM_MEASUREMENT) for i in idx])
             scores["H⁺y"] += psnr(op.H_pinv(y).view_as(x), x)
             for name, prior in priors.items():
                 gens = [image_generator(seed, i, STREAM_SAMPLER) for i in idx]

@@ -18,6 +18,8 @@ from abc import ABC, abstractmethod
 import torch
 from torch import Tensor
 
+from ddrm_exp.degradations.noise import GeneratorArg, add_measurement_noise
+
 
 class HFunctions(ABC):
     """Base class of all degradation operators.
@@ -66,6 +68,10 @@ class HFunctions(ABC):
         return int(self.singulars().shape[-1])
 
     # ---- derived ------------------------------------------------------------------------------
+    def measure(self, x: Tensor, sigma_y: float, generators: GeneratorArg) -> Tensor:
+        """``y = Hx + σ_y z`` for images ``x`` (B, C, H, W) in [-1, 1], ``z`` drawn per image."""
+        return add_measurement_noise(self.H(x.reshape(x.shape[0], -1)), sigma_y, generators)
+
     def H(self, vec: Tensor) -> Tensor:
         """Apply the degradation: (B, n) -> (B, m)."""
         temp = self.Vt(vec.reshape(vec.shape[0], -1))

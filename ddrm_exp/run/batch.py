@@ -21,7 +21,7 @@ from ddrm_exp.degradations.base import HFunctions
 from ddrm_exp.errors import RunError
 from ddrm_exp.metrics.image import LPIPSMetric, psnr, ssim
 from ddrm_exp.models.base import DiffusionPrior
-from ddrm_exp.run.measurement import BatchMeasurement, measure
+from ddrm_exp.run.measurement import BatchMeasurement
 from ddrm_exp.run.outputs import IMAGE_KINDS, image_paths, measurement_png_path
 from ddrm_exp.run.seeding import STREAM_MEASUREMENT, STREAM_SAMPLER, image_generators
 from ddrm_exp.run.setup import Setup
@@ -218,7 +218,7 @@ def measure_batch(
     """The batch's operator and ``y``: ``Hx + σ_y z``, or what the blind plan makes of it."""
     gens = image_generators(s.options.seed, indices, STREAM_MEASUREMENT)
     if s.plan is None:
-        return s.operator, measure(s.operator, x, s.sigma_y, gens), None
+        return s.operator, s.operator.measure(x, s.sigma_y, gens), None
     estimator_init = None if s.plan.in_loop else init_kernels
     measured = s.plan.measure(batch, x, s.sigma_y, gens, init_kernels=estimator_init)
     return measured.operator, measured.y, measured

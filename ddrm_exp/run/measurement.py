@@ -1,7 +1,7 @@
 """How a run gets each batch's ``(operator, y)`` (report §5, Table 2, Figure 8).
 
 Two things differ from an ordinary run, where one operator ``H`` serves the whole dataset and
-the run measures ``y = H x + σ_y z`` (:func:`measure`):
+the run measures ``y = H x + σ_y z`` (``HFunctions.measure``):
 
 * **The measurement comes from the dataset.** ``dataset=bsd`` yields the camera's real blurry
   frame and ``dataset=bsd_synthetic`` the sharp frame blurred by a known kernel, each as
@@ -44,30 +44,15 @@ from ddrm_exp.degradations.assumed_blur import AssumedBlur, PerImageOperators, o
 from ddrm_exp.degradations.base import HFunctions
 from ddrm_exp.degradations.fft_blur import FFTBlur, blur_circular
 from ddrm_exp.degradations.kernels2d import normalized_cross_correlation
+from ddrm_exp.degradations.noise import add_measurement_noise
 from ddrm_exp.errors import ConfigError
 from ddrm_exp.metrics.image import psnr, ssim
 from ddrm_exp.run.outputs import kernel_path, measurement_png_path, save_npy
 from ddrm_exp.samplers.base import Sampler, SampleResult
 from ddrm_exp.samplers.blind import InLoopKernelDDRM
-from ddrm_exp.samplers.ddrm import draw_noise
 from ddrm_exp.tracking.files import save_png
 
 log = logging.getLogger(__name__)
-
-
-def add_noise(y: Tensor, sigma_y: float, generators: list[torch.Generator]) -> Tensor:
-    """``y + σ_y z`` on images in [-1, 1], so the noise std there is 2σ_y: the one place a run
-    adds measurement noise (``z`` from each image's measurement stream)."""
-    if sigma_y > 0:
-        y = y + 2.0 * sigma_y * draw_noise(tuple(y.shape), generators, y.device, y.dtype)
-    return y
-
-
-def measure(
-    operator: HFunctions, x: Tensor, sigma_y: float, generators: list[torch.Generator]
-) -> Tensor:
-    """y = Hx + σ_y z."""
-    return add_noise(operator.H(x.reshape(x.shape[0], -1)), sigma_y, generators)
 
 
 def estimator_choice(node: Any, choice: str | None) -> str:
@@ -202,7 +187,7 @@ class MeasurementPlan:
         y, true = self._clean_measurement(batch, x)
         # The ordinary run's noise, drawn the same way, so y = Hx + σ_y z and y = frame + σ_y z
         # see identical z for an image.
-        y = add_noise(y, sigma_y, generators)
+        y = add_measurement_noise(y, sigma_y, generators)
         if self.from_dataset and self.has_true_kernel:
             true = batch["kernel"].to(torch.float64).cpu()
         bm = BatchMeasurement(

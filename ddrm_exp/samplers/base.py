@@ -8,17 +8,15 @@ the sampler's config.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-import torch
 from torch import Tensor
 
 from ddrm_exp.degradations.base import HFunctions
+from ddrm_exp.degradations.noise import GeneratorArg
 from ddrm_exp.models.base import DiffusionPrior
-
-GeneratorArg = torch.Generator | Sequence[torch.Generator] | None
 
 
 @dataclass(frozen=True)

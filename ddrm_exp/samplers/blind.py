@@ -68,7 +68,6 @@ from __future__ import annotations
 
 import math
 from functools import cache
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -178,6 +177,22 @@ class InLoopKernelDDRM(DDRM):
     """
 
     name = "ddrm_blind"
+    PARAMS = (
+        *DDRM.PARAMS,
+        "kernel_size",
+        "start_fraction",
+        "init_start_fraction",
+        "kernel_steps",
+        "kernel_lr",
+        "langevin",
+        "temperature",
+        "sparsity",
+        "sparsity_p",
+        "sparsity_eps",
+        "fit_domain",
+        "init",
+        "init_sigma",
+    )
 
     def __init__(
         self,
@@ -251,24 +266,6 @@ class InLoopKernelDDRM(DDRM):
             if init_start_fraction is None
             else number("init_start_fraction", init_start_fraction, 0.0, 1.0)
         )
-
-    def params(self) -> dict[str, Any]:
-        return {
-            **super().params(),
-            "kernel_size": self.kernel_size,
-            "start_fraction": self.start_fraction,
-            "init_start_fraction": self.init_start_fraction,
-            "kernel_steps": self.kernel_steps,
-            "kernel_lr": self.kernel_lr,
-            "langevin": self.langevin,
-            "temperature": self.temperature,
-            "sparsity": self.sparsity,
-            "sparsity_p": self.sparsity_p,
-            "sparsity_eps": self.sparsity_eps,
-            "fit_domain": self.fit_domain,
-            "init": self.init,
-            "init_sigma": self.init_sigma,
-        }
 
     # ---- kernels --------------------------------------------------------------------------
     def start_step(self, num_steps: int, given_init: bool = False) -> int:

@@ -42,6 +42,7 @@ import torch
 from torch import Tensor
 
 from ddrm_exp.degradations.base import HFunctions
+from ddrm_exp.degradations.noise import draw_noise
 from ddrm_exp.errors import ConfigError
 from ddrm_exp.models.base import DiffusionPrior
 from ddrm_exp.samplers.base import GeneratorArg, SampleResult, WarmStart
@@ -66,28 +67,6 @@ def warm_schedule(seq: list[int], t_star: int) -> list[int]:
     if t_star < 0:
         raise ValueError(f"warm start t_star must be >= 0, got {t_star}")
     return [t for t in seq if t <= t_star]
-
-
-def draw_noise(
-    shape: Sequence[int], generator: GeneratorArg, device: torch.device, dtype: torch.dtype
-) -> Tensor:
-    """Standard normal noise of ``shape`` (B, ...); one generator per image when a list is given."""
-    if generator is None or isinstance(generator, torch.Generator):
-        gen_device = generator.device if generator is not None else device
-        z = torch.randn(*shape, generator=generator, device=gen_device, dtype=dtype)
-        return z.to(device)
-    if len(generator) != shape[0]:
-        raise ValueError(f"got {len(generator)} generators for a batch of {shape[0]}")
-    if device.type == "cuda" and all(g.device.type == "cpu" for g in generator):
-        # Drawn into pinned memory and copied without blocking: a pageable host->device copy
-        # would make the host wait for the GPU every step, so it could never queue ahead.
-        # The values are those of the CPU generators, identical on every device.
-        buf = torch.empty(tuple(shape), dtype=dtype, pin_memory=True)
-        for i, g in enumerate(generator):
-            torch.randn(*shape[1:], generator=g, dtype=dtype, out=buf[i])
-        return buf.to(device, non_blocking=True)
-    parts = [torch.randn(*shape[1:], generator=g, device=g.device, dtype=dtype) for g in generator]
-    return torch.stack(parts).to(device)
 
 
 class NoiseStream:
@@ -169,6 +148,8 @@ class DDRM:
     progress: Callable[[int, int], None] | None = None
 
     supports_warm_start = True
+    # The constructor's settings, recorded with every result by params(); subclasses extend it.
+    PARAMS: tuple[str, ...] = ("timesteps", "eta", "eta_b", "clip_x0")
 
     def __init__(
         self, timesteps: int = 20, eta: float = 0.85, eta_b: float = 1.0, clip_x0: bool = False
@@ -192,12 +173,7 @@ class DDRM:
         return len(timestep_sequence(self.timesteps))
 
     def params(self) -> dict[str, Any]:
-        return {
-            "timesteps": self.timesteps,
-            "eta": self.eta,
-            "eta_b": self.eta_b,
-            "clip_x0": self.clip_x0,
-        }
+        return {key: getattr(self, key) for key in self.PARAMS}
 
     def check_prior(self, prior: DiffusionPrior) -> None:
         steps = prior.schedule.num_timesteps

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -110,6 +109,7 @@ class MCG(DDRM):
     """DDRM with the manifold constraint gradient correction of eq. (22)."""
 
     name = "mcg"
+    PARAMS = (*DDRM.PARAMS, "grad_scale", "apply_to", "norm", "grad_wrt", "weighting")
 
     def __init__(
         self,
@@ -141,16 +141,6 @@ class MCG(DDRM):
         self.norm = norm
         self.weighting = weighting
         self.grad_wrt = grad_wrt
-
-    def params(self) -> dict[str, Any]:
-        return {
-            **super().params(),
-            "grad_scale": self.grad_scale,
-            "apply_to": self.apply_to,
-            "norm": self.norm,
-            "grad_wrt": self.grad_wrt,
-            "weighting": self.weighting,
-        }
 
     def network_step(
         self,
