@@ -17,6 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig
 
 from ddrm_exp.errors import ConfigError
+from ddrm_exp.samplers.ddrm import NUM_TRAIN_TIMESTEPS
 
 LOGGER_MODES = ("offline", "online", "disabled")
 # What images/*_measurement.png shows: y as the picture it is (labelled) or the official code's
@@ -98,9 +99,15 @@ def validate(cfg: DictConfig) -> None:
         f"noise.assumed_sigma_y must be null or a number in [0, 1], got {assumed!r}",
     )
 
-    # The sampler checks its own settings when it is built (e.g. DDRM's timesteps); these are
-    # the shared keys' types, reported together with the rest.
+    # The shared keys' types and ranges where a sampler has them (none is required: a sampler
+    # checks its own settings as it is built), reported together with the rest.
     sampler = cfg.sampler
+    if "timesteps" in sampler:
+        steps = sampler.get("timesteps")
+        check(
+            _is_int(steps) and 1 <= steps <= NUM_TRAIN_TIMESTEPS,
+            f"sampler.timesteps must be an integer in 1..{NUM_TRAIN_TIMESTEPS}, got {steps!r}",
+        )
     if "clip_x0" in sampler:
         v = sampler.get("clip_x0")
         check(isinstance(v, bool), f"sampler.clip_x0 must be true or false, got {v!r}")

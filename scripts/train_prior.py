@@ -18,7 +18,6 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -259,18 +258,25 @@ def train(cfg: DictConfig) -> None:
 STATE_NAME = "state.pt"
 
 
-@dataclass
 class TrainState:
-    """Everything a killed training resumes from exactly (``state.pt``)."""
+    """Everything a killed training resumes from exactly (``state.pt``).
 
-    net: torch.nn.Module
-    ema: torch.nn.Module
-    opt: torch.optim.Optimizer
-    crops: CropSampler
-    gen: torch.Generator
-    device: torch.device
-    step: int = 0
-    elapsed: float = 0.0
+    A plain class, not a dataclass: tests load this script by path, outside ``sys.modules``,
+    where dataclasses cannot resolve string annotations."""
+
+    def __init__(
+        self,
+        net: torch.nn.Module,
+        ema: torch.nn.Module,
+        opt: torch.optim.Optimizer,
+        crops: CropSampler,
+        gen: torch.Generator,
+        device: torch.device,
+    ) -> None:
+        self.net, self.ema, self.opt, self.crops, self.gen = net, ema, opt, crops, gen
+        self.device = device
+        self.step = 0
+        self.elapsed = 0.0
 
     @classmethod
     def build(cls, cfg: DictConfig, photos: Any, gray: Any, device: torch.device) -> TrainState:
