@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import run_job, run_script
 
 from ddrm_exp.metrics.summary import error_bar, format_stat, mean_ci
 from ddrm_exp.report import (
@@ -135,12 +134,7 @@ def test_make_tables_exits_2_on_a_mixed_cell(tmp_path: Path) -> None:
             "kernel": {"assumed": "gauss", "ncc": None},
         }
         (run / "results.jsonl").write_text(json.dumps(line) + "\n")
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "make_tables.py"), str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    out = run_script("make_tables.py", [str(tmp_path)], timeout=120)
     assert out.returncode == 2
     assert "different settings" in out.stderr and "timesteps" in out.stderr
 
@@ -179,22 +173,10 @@ COMPAT_COLUMNS = {"deblur_uniform official_compat=False", "deblur_uniform offici
 @pytest.fixture(scope="module")
 def compat_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two real runs that differ only in degradation.official_compat."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from ddrm_exp.paths import CONF_DIR
-    from ddrm_exp.runner import RunContext, run
-
     root = tmp_path_factory.mktemp("compat")
     for compat in ("false", "true"):
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose(
-                config_name="config",
-                overrides=[*COMPAT_RUN, f"degradation.official_compat={compat}"],
-            )
-        choices = {"degradation": "deblur_uniform", "model": "gaussian"}
-        run(cfg, RunContext(output_dir=root / f"compat_{compat}", choices=choices))
+        overrides = [*COMPAT_RUN, f"degradation.official_compat={compat}"]
+        run_job(overrides, root / f"compat_{compat}")
     return root
 
 
