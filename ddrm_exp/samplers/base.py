@@ -16,6 +16,7 @@ from torch import Tensor
 
 from ddrm_exp.degradations.base import HFunctions
 from ddrm_exp.degradations.noise import GeneratorArg
+from ddrm_exp.errors import ConfigError
 from ddrm_exp.models.base import DiffusionPrior
 
 
@@ -46,6 +47,16 @@ class SampleResult:
     nfe: int
     trajectory: list[Tensor] = field(default_factory=list)
     kernel: Tensor | None = None
+
+
+def check_timesteps(timesteps: int, prior: DiffusionPrior) -> None:
+    """A step count the prior's schedule can walk, else a ConfigError (``check_prior``)."""
+    steps = prior.schedule.num_timesteps
+    if not 1 <= timesteps <= steps:
+        raise ConfigError(
+            f"sampler.timesteps={timesteps} is outside 1..{steps}, the model's number of "
+            "diffusion steps."
+        )
 
 
 @runtime_checkable

@@ -45,7 +45,7 @@ from ddrm_exp.degradations.base import HFunctions
 from ddrm_exp.degradations.noise import draw_noise
 from ddrm_exp.errors import ConfigError
 from ddrm_exp.models.base import DiffusionPrior
-from ddrm_exp.samplers.base import GeneratorArg, SampleResult, WarmStart
+from ddrm_exp.samplers.base import GeneratorArg, SampleResult, WarmStart, check_timesteps
 
 # after_step(i, num_steps, x0, x_bar_mod, operator) -> (x_bar_mod, operator) or None
 AfterStep = Callable[[int, int, Tensor, Tensor, HFunctions], tuple[Tensor, HFunctions] | None]
@@ -176,12 +176,7 @@ class DDRM:
         return {key: getattr(self, key) for key in self.PARAMS}
 
     def check_prior(self, prior: DiffusionPrior) -> None:
-        steps = prior.schedule.num_timesteps
-        if not 1 <= self.timesteps <= steps:
-            raise ConfigError(
-                f"sampler.timesteps={self.timesteps} is outside 1..{steps}, the model's "
-                "number of diffusion steps."
-            )
+        check_timesteps(self.timesteps, prior)
 
     def sequence(self, prior: DiffusionPrior) -> list[int]:
         return timestep_sequence(self.timesteps, prior.schedule.num_timesteps)

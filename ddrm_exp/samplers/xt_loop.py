@@ -32,22 +32,18 @@ import torch
 from torch import Tensor
 
 from ddrm_exp.degradations.base import HFunctions
+from ddrm_exp.degradations.noise import GeneratorArg, draw_noise
 from ddrm_exp.errors import ConfigError
 from ddrm_exp.models.base import DiffusionPrior
+from ddrm_exp.samplers.base import SampleResult, WarmStart, check_timesteps
 from ddrm_exp.samplers.ddrm import (
     DDRM,
-    GeneratorArg,
+    NUM_TRAIN_TIMESTEPS,
     NoiseStream,
-    SampleResult,
-    WarmStart,
     _Spectral,
-    draw_noise,
     timestep_sequence,
     warm_schedule,
 )
-
-# The number of diffusion steps of every prior the runner builds; ``nfe`` assumes it.
-NUM_TRAIN_TIMESTEPS = 1000
 
 
 def check_unit(name: str, value: float) -> float:
@@ -113,6 +109,9 @@ class XtSampler:
         self.timesteps = steps
 
     # ---- the Sampler contract -------------------------------------------------------------
+    def check_prior(self, prior: DiffusionPrior) -> None:
+        check_timesteps(self.timesteps, prior)
+
     def params(self) -> dict[str, Any]:
         """The constructor's settings, as a config would give them."""
         return {"timesteps": self.timesteps}
