@@ -49,6 +49,16 @@ class SampleResult:
     kernel: Tensor | None = None
 
 
+class SettingsByName:
+    """``params()`` from the class's ``PARAMS``: the constructor's settings, each kept as the
+    attribute of its name, so a sampler lists what it records once."""
+
+    PARAMS: tuple[str, ...] = ()
+
+    def params(self) -> dict[str, Any]:
+        return {key: getattr(self, key) for key in self.PARAMS}
+
+
 def check_timesteps(timesteps: int, prior: DiffusionPrior) -> None:
     """A step count the prior's schedule can walk, else a ConfigError (``check_prior``)."""
     steps = prior.schedule.num_timesteps

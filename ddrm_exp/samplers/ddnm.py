@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -92,6 +91,7 @@ class DDNM(XtSampler):
     """DDNM (σ_y = 0) / DDNM⁺ (σ_y > 0) with ``timesteps``, ``eta`` and time travel."""
 
     name = "ddnm"
+    PARAMS = (*XtSampler.PARAMS, "eta", "travel_length", "travel_repeat")
 
     def __init__(
         self,
@@ -109,14 +109,6 @@ class DDNM(XtSampler):
             )
         self.travel_length = int(travel_length)
         self.travel_repeat = int(travel_repeat)
-
-    def params(self) -> dict[str, Any]:
-        return {
-            "timesteps": self.timesteps,
-            "eta": self.eta,
-            "travel_length": self.travel_length,
-            "travel_repeat": self.travel_repeat,
-        }
 
     def moves(self, seq: list[int]) -> list[tuple[int, int]]:
         idx = time_travel_indices(len(seq), self.travel_length, self.travel_repeat)

@@ -36,7 +36,6 @@ import math
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -45,7 +44,13 @@ from ddrm_exp.degradations.base import HFunctions
 from ddrm_exp.degradations.noise import draw_noise
 from ddrm_exp.errors import ConfigError
 from ddrm_exp.models.base import DiffusionPrior
-from ddrm_exp.samplers.base import GeneratorArg, SampleResult, WarmStart, check_timesteps
+from ddrm_exp.samplers.base import (
+    GeneratorArg,
+    SampleResult,
+    SettingsByName,
+    WarmStart,
+    check_timesteps,
+)
 
 # after_step(i, num_steps, x0, x_bar_mod, operator) -> (x_bar_mod, operator) or None
 AfterStep = Callable[[int, int, Tensor, Tensor, HFunctions], tuple[Tensor, HFunctions] | None]
@@ -128,7 +133,7 @@ class _Spectral:
     ut_y: Tensor  # Uᵀ y padded to n
 
 
-class DDRM:
+class DDRM(SettingsByName):
     """DDRM with ``timesteps`` network evaluations, ``eta`` (η) and ``eta_b`` (η_b).
 
     Usage from Python::
@@ -171,9 +176,6 @@ class DDRM:
     @property
     def nfe(self) -> int:
         return len(timestep_sequence(self.timesteps))
-
-    def params(self) -> dict[str, Any]:
-        return {key: getattr(self, key) for key in self.PARAMS}
 
     def check_prior(self, prior: DiffusionPrior) -> None:
         check_timesteps(self.timesteps, prior)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -59,14 +58,12 @@ class DiffPIR(XtSampler):
     """DiffPIR with ``timesteps``, ``lam`` (λ) and ``zeta`` (ζ)."""
 
     name = "diffpir"
+    PARAMS = (*XtSampler.PARAMS, "lam", "zeta")
 
     def __init__(self, timesteps: int = 100, lam: float = 1.0, zeta: float = 0.1) -> None:
         super().__init__(timesteps)
         self.lam = check_nonnegative("lam", lam)
         self.zeta = check_unit("zeta", zeta)
-
-    def params(self) -> dict[str, Any]:
-        return {"timesteps": self.timesteps, "lam": self.lam, "zeta": self.zeta}
 
     def prepare(
         self, prior: DiffusionPrior, operator: HFunctions, y: Tensor, sigma_y: float

@@ -21,7 +21,6 @@ step ζ' is a free weight, not the likelihood's 1/σ_y², and ``p(y | x_t)`` is 
 from __future__ import annotations
 
 import math
-from typing import Any
 
 from torch import Tensor
 
@@ -43,14 +42,12 @@ class DPS(XtSampler):
     """DPS with ``timesteps``, step size ``zeta`` (ζ') and ``eta`` (1 = DDPM ancestral)."""
 
     name = "dps"
+    PARAMS = (*XtSampler.PARAMS, "zeta", "eta")
 
     def __init__(self, timesteps: int = 1000, zeta: float = 1.0, eta: float = 1.0) -> None:
         super().__init__(timesteps)
         self.zeta = check_nonnegative("zeta", zeta)
         self.eta = check_unit("eta", eta)
-
-    def params(self) -> dict[str, Any]:
-        return {"timesteps": self.timesteps, "zeta": self.zeta, "eta": self.eta}
 
     def network_cost(self, moves: list[tuple[int, int]]) -> int:
         per_step = 2 if self.zeta > 0 else 1  # forward + backward; ζ' = 0 takes no gradient

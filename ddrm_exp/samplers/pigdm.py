@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -67,6 +66,7 @@ class PiGDM(XtSampler):
     """ΠGDM with ``timesteps``, ``eta`` and ``guidance_scale`` (w)."""
 
     name = "pigdm"
+    PARAMS = (*XtSampler.PARAMS, "eta", "guidance_scale", "guidance_decay")
 
     def __init__(
         self,
@@ -84,14 +84,6 @@ class PiGDM(XtSampler):
                 f"{guidance_decay!r}."
             )
         self.guidance_decay = guidance_decay
-
-    def params(self) -> dict[str, Any]:
-        return {
-            "timesteps": self.timesteps,
-            "eta": self.eta,
-            "guidance_scale": self.guidance_scale,
-            "guidance_decay": self.guidance_decay,
-        }
 
     def network_cost(self, moves: list[tuple[int, int]]) -> int:
         return 2 * super().network_cost(moves)  # forward + backward (the VJP) per step

@@ -35,7 +35,7 @@ from ddrm_exp.degradations.base import HFunctions
 from ddrm_exp.degradations.noise import GeneratorArg, draw_noise
 from ddrm_exp.errors import ConfigError
 from ddrm_exp.models.base import DiffusionPrior
-from ddrm_exp.samplers.base import SampleResult, WarmStart, check_timesteps
+from ddrm_exp.samplers.base import SampleResult, SettingsByName, WarmStart, check_timesteps
 from ddrm_exp.samplers.ddrm import (
     DDRM,
     NUM_TRAIN_TIMESTEPS,
@@ -89,11 +89,12 @@ class Step:
     t_batch: Tensor
 
 
-class XtSampler:
+class XtSampler(SettingsByName):
     """Base of the ``x_t``-space baselines: subclasses implement :meth:`prepare` and
     :meth:`step` (and may override :meth:`moves` and :meth:`network_cost`)."""
 
     name = "xt"
+    PARAMS: tuple[str, ...] = ("timesteps",)
     supports_warm_start = True
     # As DDRM's: draw the next step's noise on a host thread (CUDA with per-image generators).
     prefetch_noise: bool | None = None
@@ -111,10 +112,6 @@ class XtSampler:
     # ---- the Sampler contract -------------------------------------------------------------
     def check_prior(self, prior: DiffusionPrior) -> None:
         check_timesteps(self.timesteps, prior)
-
-    def params(self) -> dict[str, Any]:
-        """The constructor's settings, as a config would give them."""
-        return {"timesteps": self.timesteps}
 
     @property
     def nfe(self) -> int:
