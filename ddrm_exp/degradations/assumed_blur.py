@@ -218,7 +218,7 @@ class AssumedBlur(HFunctions):
                 device=self.device,
                 dtype=self.dtype,
             )
-            setattr(batched, "kernel2d", kernels.to(device=self.device, dtype=self.dtype))  # noqa: B010
+            batched.kernel2d = kernels.to(device=self.device, dtype=self.dtype)
             return batched
         return PerImageOperators(ops)
 

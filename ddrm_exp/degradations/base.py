@@ -29,6 +29,9 @@ class HFunctions(ABC):
     """
 
     shape: tuple[int, int, int]
+    # A blur with a known kernel declares it here: (kh, kw), or (B, kh, kw) with one per image
+    # (recorded with blind and real-blur results); None for every other operator.
+    kernel2d: Tensor | None = None
 
     # ---- the protocol -------------------------------------------------------------------------
     @abstractmethod

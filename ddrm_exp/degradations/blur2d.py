@@ -125,7 +125,7 @@ def operator_for_kernel(
             dtype=dtype,
         )
     # Kept for whoever reports or saves the kernel; HFunctions.to() moves it with the rest.
-    setattr(op, "kernel2d", (kernels if batched else single).to(device=device, dtype=dtype))  # noqa: B010
+    op.kernel2d = (kernels if batched else single).to(device=device, dtype=dtype)
     return op
 
 

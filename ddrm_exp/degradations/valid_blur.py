@@ -431,5 +431,5 @@ def valid_blur_operator(
         op = cls(shape, kernel=kernel, zero_threshold=zero_threshold, device=device, dtype=dtype)
     k, batched = _as_kernels(kernel)
     chosen = (k if batched else k[0]).to(device=device, dtype=dtype)
-    setattr(op, "kernel2d", chosen)  # noqa: B010
+    op.kernel2d = chosen
     return op

@@ -222,8 +222,8 @@ class MeasurementPlan:
         elif assumed is not None:
             assert assumed.fixed_kernel is not None
             bm.kernels = assumed.fixed_kernel.unsqueeze(0).expand(b, -1, -1)
-        elif isinstance(kernel2d := getattr(self.operator, "kernel2d", None), Tensor):
-            k = kernel2d.to(torch.float64).cpu()
+        elif self.operator.kernel2d is not None:
+            k = self.operator.kernel2d.to(torch.float64).cpu()
             bm.kernels = k if k.dim() == 3 else k.unsqueeze(0).expand(b, -1, -1)
         return bm
 
