@@ -256,7 +256,7 @@ def test_video_bsd_multirun_writes_the_comparison_table(bsd_root: Path, tmp_path
     ]
     run_cli(args, tmp_path, timeout=600)
     table = (sweep / "tables" / "video.md").read_text()
-    for mode in ("independent", "warm_start (t*=300)", "shared_noise", "kernel_propagation"):
+    for mode in ("independent", "warm_start (t*=150)", "shared_noise", "kernel_propagation"):
         assert f"| {mode} |" in table, table
     for job in sorted(p for p in sweep.iterdir() if p.name.isdigit()):
         assert (job / "videos" / "000.mp4").is_file()
