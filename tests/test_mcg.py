@@ -17,6 +17,7 @@ from ddrm_exp.errors import ConfigError
 from ddrm_exp.models.base import DiffusionPrior
 from ddrm_exp.models.schedule import Schedule
 from ddrm_exp.samplers import DDRM, MCG, mcg_gradient
+from ddrm_exp.samplers.ddrm import Problem
 from ddrm_exp.samplers.mcg import measurement_loss
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -90,13 +91,14 @@ def test_nullspace_update_leaves_measured_components_untouched() -> None:
     operator = op("inpaint_random")
     x, y = data(operator)
     p = prior()
-    sp = DDRM._spectral(operator, y)
+    problem = Problem(p, operator, y, sigma_y=0.0)
+    sp = problem.sp
     t = torch.full((2,), 300.0, dtype=torch.float64)
     a = p.schedule.alpha_bar(300)
     x_t = math.sqrt(a) * x + math.sqrt(1 - a) * torch.randn(x.shape, dtype=torch.float64)
     for apply_to in ("nullspace", "all"):
         sampler = MCG(grad_scale=2.0, apply_to=apply_to)
-        eps, correction = sampler.network_step(p, operator, sp, x_t, t, a, y)
+        eps, correction = sampler.network_step(problem, x_t, t, a)
         assert correction is not None
         measured = sp.measured.expand_as(correction)
         if apply_to == "nullspace":
@@ -136,10 +138,10 @@ def test_grad_wrt_xt_mod_is_the_chain_rule_scaling() -> None:
     operator = op("inpaint_random")
     x, y = data(operator)
     p = prior()
-    sp = DDRM._spectral(operator, y)
+    problem = Problem(p, operator, y, sigma_y=0.0)
     t = torch.full((2,), 700.0, dtype=torch.float64)
     a = p.schedule.alpha_bar(700)
     x_t = math.sqrt(a) * x + math.sqrt(1 - a) * torch.randn(x.shape, dtype=torch.float64)
-    _, c_vp = MCG(grad_scale=1.0, grad_wrt="xt").network_step(p, operator, sp, x_t, t, a, y)
-    _, c_ve = MCG(grad_scale=1.0, grad_wrt="xt_mod").network_step(p, operator, sp, x_t, t, a, y)
+    _, c_vp = MCG(grad_scale=1.0, grad_wrt="xt").network_step(problem, x_t, t, a)
+    _, c_ve = MCG(grad_scale=1.0, grad_wrt="xt_mod").network_step(problem, x_t, t, a)
     torch.testing.assert_close(c_ve, math.sqrt(a) * c_vp)

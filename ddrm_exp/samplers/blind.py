@@ -80,10 +80,10 @@ from ddrm_exp.models.base import DiffusionPrior
 from ddrm_exp.samplers.ddrm import (
     DDRM,
     GeneratorArg,
+    Problem,
     SampleResult,
     WarmStart,
     draw_noise,
-    warm_schedule,
 )
 
 __all__ = [
@@ -439,9 +439,7 @@ class InLoopKernelDDRM(DDRM):
             raise ValueError(f"kernel_size={self.kernel_size} exceeds the image size {h}x{w}")
         batch = y.shape[0]
         sigma_0 = 2.0 * float(sigma_y)
-        seq = self.sequence(prior)
-        if warm_start is not None:
-            seq = warm_schedule(seq, warm_start.t_star)
+        seq = self.schedule(prior, warm_start)
         start = self.start_step(len(seq), given_init=init_kernel is not None)
         y_img = y.reshape(batch, c, h, w)
         kernel = self.initial_kernel(operator, batch, init_kernel)
@@ -459,16 +457,8 @@ class InLoopKernelDDRM(DDRM):
             # Same Fourier basis, new coordinate order: through pixel space.
             return new_op.Vt(op.V(x_bar_mod)), new_op
 
-        result = self._loop(
-            prior,
-            self.operator_for(operator, kernel),
-            y,
-            sigma_y,
-            noise,
-            generator,
-            return_trajectory,
-            after_step=gibbs_move,
-            warm_start=warm_start,
-        )
+        problem = Problem(prior, self.operator_for(operator, kernel), y, float(sigma_y))
+        walk = self.begin(problem, noise, generator, warm_start)
+        result = self.walk(walk, return_trajectory, after_step=gibbs_move)
         result.kernel = kernel
         return result

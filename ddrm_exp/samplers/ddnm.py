@@ -42,22 +42,18 @@ Gaussian prior (exact denoiser, 250 steps) they carry 0.97 of the posterior vari
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from ddrm_exp.degradations.base import HFunctions
 from ddrm_exp.errors import ConfigError
-from ddrm_exp.models.base import DiffusionPrior
-from ddrm_exp.samplers.ddrm import _Spectral
+from ddrm_exp.samplers.ddrm import Problem
 from ddrm_exp.samplers.xt_loop import (
     Step,
     XtSampler,
     check_unit,
     denoise,
     flat,
-    spectral_constants,
 )
 
 
@@ -78,13 +74,6 @@ def time_travel_indices(num_steps: int, length: int, repeat: int) -> list[int]:
                 out.append(t)
     out.append(-1)
     return out
-
-
-@dataclass
-class _State:
-    sp: _Spectral
-    sigma_0: float  # σ_y in [-1, 1] units
-    x0_last: Tensor | None = None  # the last x̂_0, re-noised by a time-travel move
 
 
 class DDNM(XtSampler):
@@ -115,43 +104,28 @@ class DDNM(XtSampler):
         ts = [seq[i] if i >= 0 else -1 for i in idx]
         return list(zip(ts[:-1], ts[1:], strict=True))
 
-    def prepare(
-        self, prior: DiffusionPrior, operator: HFunctions, y: Tensor, sigma_y: float
-    ) -> _State:
-        return _State(sp=spectral_constants(operator, y), sigma_0=2.0 * sigma_y)
-
-    def step(
-        self,
-        prior: DiffusionPrior,
-        operator: HFunctions,
-        y: Tensor,
-        state: _State,
-        x_t: Tensor,
-        s: Step,
-        z: Tensor,
-    ) -> tuple[Tensor, Tensor]:
+    def step(self, problem: Problem, x_t: Tensor, s: Step, z: Tensor) -> tuple[Tensor, Tensor]:
         if s.t_next > s.t:  # time travel: back up the schedule, no network call
-            assert state.x0_last is not None, "time travel cannot be the first move"
-            x0 = state.x0_last
+            assert s.x0_prev is not None, "time travel cannot be the first move"
+            x0 = s.x0_prev
             x_next = math.sqrt(s.a_next) * x0 + math.sqrt(1.0 - s.a_next) * z
             return x_next, x0
-        eps, x0 = denoise(prior, x_t, s)
-        state.x0_last = x0
-        sp, eta = state.sp, self.eta
+        eps, x0 = denoise(problem.prior, x_t, s)
+        operator, sp, eta = problem.operator, problem.sp, self.eta
         x0_bar = operator.Vt(flat(x0))
         eps_bar = operator.Vt(flat(eps))
         z_bar = operator.Vt(flat(z))
         a = math.sqrt(s.a_next)
         sig = math.sqrt(1.0 - s.a_next)
         keep = math.sqrt(1.0 - eta**2)
-        if state.sigma_0 == 0.0:
+        if problem.sigma_0 == 0.0:
             lam = sp.measured.to(x0_bar.dtype)
             d1: Tensor | float = sig * eta
             d2: Tensor | float = sig * keep
         else:
             # τ_i = a σ_y / s_i on measured components (s_i > 0 there, σ_y > 0 here).
             tau = torch.where(
-                sp.measured, a * state.sigma_0 / torch.where(sp.measured, sp.s, 1.0), 0.0
+                sp.measured, a * problem.sigma_0 / torch.where(sp.measured, sp.s, 1.0), 0.0
             )
             full = sp.measured & (sig >= tau)
             partial = sp.measured & ~full

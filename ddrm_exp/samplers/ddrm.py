@@ -35,7 +35,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import cached_property
 
 import torch
 from torch import Tensor
@@ -133,7 +134,165 @@ class _Spectral:
     ut_y: Tensor  # Uᵀ y padded to n
 
 
-class DDRM(SettingsByName):
+def spectral_constants(operator: HFunctions, y: Tensor) -> _Spectral:
+    """``s`` (padded to n), ``s > 0``, ``ȳ = Σ⁺Uᵀy`` and ``Uᵀy`` in the spectral layout."""
+    # singulars() is (m,) for one operator shared by the batch, or (B, m) for per-image
+    # operators (e.g. FFTBlur with one kernel per image); the rest broadcasts over rows.
+    s = operator.singulars()
+    if s.dim() == 1:
+        s = s.unsqueeze(0)
+    if s.dim() != 2 or s.shape[0] not in (1, y.shape[0]):
+        raise ValueError(
+            f"singulars() must be (m,) or (B, m) for a batch of B = {y.shape[0]}, "
+            f"got {tuple(s.shape)}"
+        )
+    ut_y = operator.Ut(y.reshape(y.shape[0], -1))
+    measured_m = s > 0
+    y_bar_m = torch.where(measured_m, ut_y / torch.where(measured_m, s, 1.0), 0.0)
+    return _Spectral(
+        s=operator.add_zeros(s),
+        measured=operator.add_zeros(s) > 0,
+        y_bar=operator.add_zeros(y_bar_m),
+        ut_y=operator.add_zeros(ut_y),
+    )
+
+
+@dataclass
+class Problem:
+    """What one ``sample()`` call restores, as every step of its loop sees it: ``y`` (B, m)
+    measured through ``operator`` with noise ``sigma_y`` ([0, 1] pixel units)."""
+
+    prior: DiffusionPrior
+    operator: HFunctions
+    y: Tensor
+    sigma_y: float
+
+    def __post_init__(self) -> None:
+        if self.sigma_y < 0:
+            raise ValueError(f"sigma_y must be >= 0, got {self.sigma_y}")
+
+    @property
+    def sigma_0(self) -> float:
+        """σ_y in the [-1, 1] units of the images the samplers work on."""
+        return 2.0 * self.sigma_y
+
+    @cached_property
+    def sp(self) -> _Spectral:
+        """The spectral constants, computed on first use (DPS never needs them)."""
+        return spectral_constants(self.operator, self.y)
+
+
+@dataclass
+class Walk:
+    """A ``sample()`` call settled before its loop: the problem, the schedule (cut at a warm
+    start's ``t*``), the initial pixel-space noise (B, C, H, W) and the warm start's guess."""
+
+    problem: Problem
+    seq: list[int]
+    noise: Tensor
+    warm_x0: Tensor | None
+    generator: GeneratorArg
+
+    def noises(self, count: int, prefetch: bool | None, hooked: bool = False) -> NoiseStream:
+        """The stream of the loop's ``count`` per-step draws. ``prefetch`` None: ahead where it
+        pays (CUDA, per-image generators) and no hook shares the generators (``hooked``)."""
+        gen, noise = self.generator, self.noise
+        ahead = prefetch
+        if ahead is None:
+            per_image = gen is not None and not isinstance(gen, torch.Generator)
+            ahead = noise.device.type == "cuda" and per_image and not hooked
+        return NoiseStream(noise.shape, gen, noise.device, noise.dtype, count, ahead)
+
+
+class ScheduledSampler(SettingsByName):
+    """Base of the samplers that walk DDRM's timestep schedule (DDRM, MCG, the in-loop blind
+    DDRM and the ``x_t`` baselines): one ``sample()`` that checks the inputs, settles the
+    schedule and draws the initial noise; a subclass implements :meth:`walk`."""
+
+    timesteps: int
+    supports_warm_start = True
+    # Draw each step's noise one step ahead on a host thread (see NoiseStream). None: where it
+    # pays, i.e. on CUDA with per-image CPU generators and no after_step hook (a hook may use
+    # the generators itself, which would race with the worker).
+    prefetch_noise: bool | None = None
+    # Called as progress(steps_done, num_steps) after every step, with Python ints only (no
+    # device sync); the runner sets it to report NFE inside a batch (samplers.progress).
+    progress: Callable[[int, int], None] | None = None
+
+    def check_prior(self, prior: DiffusionPrior) -> None:
+        check_timesteps(self.timesteps, prior)
+
+    def sequence(self, prior: DiffusionPrior) -> list[int]:
+        return timestep_sequence(self.timesteps, prior.schedule.num_timesteps)
+
+    def schedule(self, prior: DiffusionPrior, warm_start: WarmStart | None) -> list[int]:
+        """The timesteps a run walks: all of :meth:`sequence`, or those at or below ``t*``."""
+        seq = self.sequence(prior)
+        if warm_start is None:
+            return seq
+        seq = warm_schedule(seq, warm_start.t_star)
+        if not seq:
+            raise ValueError(f"warm start t_star={warm_start.t_star} leaves no step to run")
+        return seq
+
+    def moves(self, seq: list[int]) -> list[tuple[int, int]]:
+        """The (t, t_next) pairs walked, from the top of ``seq`` down to ``t_next = -1``."""
+        seq_next = [-1, *seq[:-1]]
+        return list(zip(reversed(seq), reversed(seq_next), strict=True))
+
+    def sample(
+        self,
+        prior: DiffusionPrior,
+        operator: HFunctions,
+        y: Tensor,
+        sigma_y: float,
+        *,
+        noise: Tensor | None = None,
+        generator: GeneratorArg = None,
+        return_trajectory: bool = False,
+        warm_start: WarmStart | None = None,
+    ) -> SampleResult:
+        """Restore ``x`` from ``y = H x + σ_y z``.
+
+        ``y``: (B, m) in the operator's layout, from images in [-1, 1]. ``sigma_y``: the assumed
+        noise level in [0, 1] pixel units. ``noise``: the initial pixel-space noise (B, C, H, W)
+        (drawn from ``generator`` if not given). ``generator``: one ``torch.Generator`` for the
+        batch, or one per image. ``warm_start``: start at ``t_star`` from a guess (see
+        :class:`WarmStart`) instead of from pure noise at the top of the schedule.
+        """
+        problem = Problem(prior, operator, y, float(sigma_y))
+        return self.walk(self.begin(problem, noise, generator, warm_start), return_trajectory)
+
+    def begin(
+        self,
+        problem: Problem,
+        noise: Tensor | None,
+        generator: GeneratorArg,
+        warm_start: WarmStart | None,
+    ) -> Walk:
+        """Check the warm start, settle the schedule and draw the initial noise (the first draw
+        of every image's stream)."""
+        y = problem.y
+        shape = (y.shape[0], *problem.prior.shape)
+        warm_x0 = None
+        if warm_start is not None:
+            if tuple(warm_start.x0.shape) != shape:
+                raise ValueError(
+                    f"warm_start.x0 must be {shape} for this batch, got "
+                    f"{tuple(warm_start.x0.shape)}"
+                )
+            warm_x0 = warm_start.x0.to(y.device, y.dtype)
+        seq = self.schedule(problem.prior, warm_start)
+        if noise is None:
+            noise = draw_noise(shape, generator, y.device, y.dtype)
+        return Walk(problem, seq, noise.to(y.device, y.dtype), warm_x0, generator)
+
+    def walk(self, start: Walk, return_trajectory: bool) -> SampleResult:
+        """The sampling loop from ``start``."""
+        raise NotImplementedError
+
+
+class DDRM(ScheduledSampler):
     """DDRM with ``timesteps`` network evaluations, ``eta`` (η) and ``eta_b`` (η_b).
 
     Usage from Python::
@@ -144,15 +303,6 @@ class DDRM(SettingsByName):
     """
 
     name = "ddrm"
-    # Draw each step's noise one step ahead on a host thread (see NoiseStream). None: where it
-    # pays, i.e. on CUDA with per-image CPU generators and no after_step hook (a hook may use
-    # the generators itself, which would race with the worker).
-    prefetch_noise: bool | None = None
-    # Called as progress(steps_done, num_steps) after every step, with Python ints only (no
-    # device sync); the runner sets it to report NFE inside a batch (samplers.progress).
-    progress: Callable[[int, int], None] | None = None
-
-    supports_warm_start = True
     # The constructor's settings, recorded with every result by params(); subclasses extend it.
     PARAMS: tuple[str, ...] = ("timesteps", "eta", "eta_b", "clip_x0")
 
@@ -177,35 +327,7 @@ class DDRM(SettingsByName):
     def nfe(self) -> int:
         return len(timestep_sequence(self.timesteps))
 
-    def check_prior(self, prior: DiffusionPrior) -> None:
-        check_timesteps(self.timesteps, prior)
-
-    def sequence(self, prior: DiffusionPrior) -> list[int]:
-        return timestep_sequence(self.timesteps, prior.schedule.num_timesteps)
-
-    # ---- setup ----------------------------------------------------------------------------
-    @staticmethod
-    def _spectral(operator: HFunctions, y: Tensor) -> _Spectral:
-        # singulars() is (m,) for one operator shared by the batch, or (B, m) for per-image
-        # operators (e.g. FFTBlur with one kernel per image); the rest broadcasts over rows.
-        s = operator.singulars()
-        if s.dim() == 1:
-            s = s.unsqueeze(0)
-        if s.dim() != 2 or s.shape[0] not in (1, y.shape[0]):
-            raise ValueError(
-                f"singulars() must be (m,) or (B, m) for a batch of B = {y.shape[0]}, "
-                f"got {tuple(s.shape)}"
-            )
-        ut_y = operator.Ut(y.reshape(y.shape[0], -1))
-        measured_m = s > 0
-        y_bar_m = torch.where(measured_m, ut_y / torch.where(measured_m, s, 1.0), 0.0)
-        return _Spectral(
-            s=operator.add_zeros(s),
-            measured=operator.add_zeros(s) > 0,
-            y_bar=operator.add_zeros(y_bar_m),
-            ut_y=operator.add_zeros(ut_y),
-        )
-
+    # ---- the spectral update ----------------------------------------------------------------
     def initial_spectral(
         self,
         sp: _Spectral,
@@ -252,41 +374,8 @@ class DDRM(SettingsByName):
         return torch.where(is_before, before, torch.where(is_after, after, null))
 
     # ---- the loop -------------------------------------------------------------------------
-    def sample(
-        self,
-        prior: DiffusionPrior,
-        operator: HFunctions,
-        y: Tensor,
-        sigma_y: float,
-        *,
-        noise: Tensor | None = None,
-        generator: GeneratorArg = None,
-        return_trajectory: bool = False,
-        warm_start: WarmStart | None = None,
-    ) -> SampleResult:
-        """Restore ``x`` from ``y = H x + σ_y z``.
-
-        ``y``: (B, m) in the operator's layout, from images in [-1, 1]. ``sigma_y``: the assumed
-        noise level in [0, 1] pixel units. ``noise``: the initial pixel-space noise (B, C, H, W)
-        (drawn from ``generator`` if not given). ``generator``: one ``torch.Generator`` for the
-        batch, or one per image. ``warm_start``: start at ``t_star`` from a guess (see
-        :class:`WarmStart`) instead of from pure noise at the top of the schedule.
-        """
-        return self._loop(
-            prior, operator, y, sigma_y, noise, generator, return_trajectory, warm_start=warm_start
-        )
-
-    def _loop(
-        self,
-        prior: DiffusionPrior,
-        operator: HFunctions,
-        y: Tensor,
-        sigma_y: float,
-        noise: Tensor | None,
-        generator: GeneratorArg,
-        return_trajectory: bool,
-        after_step: AfterStep | None = None,
-        warm_start: WarmStart | None = None,
+    def walk(
+        self, start: Walk, return_trajectory: bool, after_step: AfterStep | None = None
     ) -> SampleResult:
         """The sampling loop of :meth:`sample`.
 
@@ -294,49 +383,34 @@ class DDRM(SettingsByName):
         ``i`` and may return a new ``(x_bar_mod, operator)`` for the next steps (the blind
         sampler swaps in re-estimated kernels there); ``None`` keeps them.
         """
-        if sigma_y < 0:
-            raise ValueError(f"sigma_y must be >= 0, got {sigma_y}")
-        batch = y.shape[0]
-        shape = (batch, *prior.shape)
-        device, dtype = y.device, y.dtype
-        sched = prior.schedule
-        seq = self.sequence(prior)
-        sigma_0 = 2.0 * float(sigma_y)
+        problem, seq = start.problem, start.seq
+        batch, shape = problem.y.shape[0], start.noise.shape
+        device, dtype = problem.y.device, problem.y.dtype
+        sched = problem.prior.schedule
+        sigma_0 = problem.sigma_0
         mean_bar = None
-        if warm_start is not None:
-            seq = warm_schedule(seq, warm_start.t_star)
-            if tuple(warm_start.x0.shape) != shape:
-                raise ValueError(
-                    f"warm_start.x0 must be {shape} for this batch, got "
-                    f"{tuple(warm_start.x0.shape)}"
-                )
-            mean_bar = operator.Vt(warm_start.x0.to(device, dtype).reshape(batch, -1))
+        if start.warm_x0 is not None:
+            mean_bar = problem.operator.Vt(start.warm_x0.reshape(batch, -1))
 
         def ve_sigma(t: int) -> float:
             a = sched.alpha_bar(t)
             return math.sqrt(1.0 - a) / math.sqrt(a)
 
-        sp = self._spectral(operator, y)
-        if noise is None:
-            noise = draw_noise(shape, generator, device, dtype)
-        z_bar = operator.Vt(noise.reshape(batch, -1))
-        x_bar_mod = self.initial_spectral(sp, ve_sigma(seq[-1]), sigma_0, z_bar, mean_bar)
+        operator = problem.operator
+        z_bar = operator.Vt(start.noise.reshape(batch, -1))
+        x_bar_mod = self.initial_spectral(problem.sp, ve_sigma(seq[-1]), sigma_0, z_bar, mean_bar)
         x_t = math.sqrt(sched.alpha_bar(seq[-1])) * operator.V(x_bar_mod).reshape(shape)
 
         trajectory: list[Tensor] = []
         x0 = x_t
-        seq_next = [-1, *seq[:-1]]
-        steps = list(zip(reversed(seq), reversed(seq_next), strict=True))
-        ahead = self.prefetch_noise
-        if ahead is None:
-            per_image = generator is not None and not isinstance(generator, torch.Generator)
-            ahead = device.type == "cuda" and per_image and after_step is None
-        with NoiseStream(shape, generator, device, dtype, len(steps), ahead) as noises:
+        steps = self.moves(seq)
+        hooked = after_step is not None
+        with start.noises(len(steps), self.prefetch_noise, hooked) as noises:
             for i, (t, t_next) in enumerate(steps):
                 a_t = sched.alpha_bar(t)
                 sigma_t, sigma_next = ve_sigma(t), ve_sigma(t_next)
                 t_batch = torch.full((batch,), float(t), device=device, dtype=dtype)
-                eps, correction = self.network_step(prior, operator, sp, x_t, t_batch, a_t, y)
+                eps, correction = self.network_step(problem, x_t, t_batch, a_t)
                 x0 = (x_t - math.sqrt(1.0 - a_t) * eps) / math.sqrt(a_t)
                 if self.clip_x0:
                     # DDPM's clip_denoised: keep x̂_0 in the image range and use the ε consistent
@@ -349,7 +423,9 @@ class DDRM(SettingsByName):
                 # Vᵀx̂_0 from quantities already in the spectral space saves one transform a step.
                 x0_bar = x_bar_mod - sigma_t * eps_bar
                 z_bar = operator.Vt(noises.next().reshape(batch, -1))
-                x_bar_mod = self.step_spectral(sp, x0_bar, eps_bar, z_bar, sigma_next, sigma_0)
+                x_bar_mod = self.step_spectral(
+                    problem.sp, x0_bar, eps_bar, z_bar, sigma_next, sigma_0
+                )
                 if correction is not None:
                     x_bar_mod = x_bar_mod - correction
                 x_t = math.sqrt(sched.alpha_bar(t_next)) * operator.V(x_bar_mod).reshape(shape)
@@ -357,24 +433,17 @@ class DDRM(SettingsByName):
                     swapped = after_step(i, len(steps), x0, x_bar_mod, operator)
                     if swapped is not None:
                         x_bar_mod, operator = swapped
-                        sp = self._spectral(operator, y)
+                        problem = replace(problem, operator=operator)
                 if self.progress is not None:
                     self.progress(i + 1, len(steps))
         return SampleResult(x0=x0, nfe=len(seq), trajectory=trajectory)
 
     def network_step(
-        self,
-        prior: DiffusionPrior,
-        operator: HFunctions,
-        sp: _Spectral,
-        x_t: Tensor,
-        t: Tensor,
-        alpha_bar_t: float,
-        y: Tensor,
+        self, problem: Problem, x_t: Tensor, t: Tensor, alpha_bar_t: float
     ) -> tuple[Tensor, Tensor | None]:
         """ε̂(x_t, t) and an optional spectral correction subtracted from x̄_{t-1}.
 
         DDRM has no correction; DDRM+MCG overrides this to add its manifold constraint gradient.
         """
         with torch.no_grad():
-            return prior.eps(x_t, t), None
+            return problem.prior.eps(x_t, t), None

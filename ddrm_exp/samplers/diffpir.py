@@ -26,14 +26,12 @@ as σ_n → 0 its last data step makes the result consistent with y (``H x̂ →
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from ddrm_exp.degradations.base import HFunctions
-from ddrm_exp.models.base import DiffusionPrior
-from ddrm_exp.samplers.ddrm import _Spectral
+from ddrm_exp.samplers.ddrm import Problem, _Spectral
 from ddrm_exp.samplers.xt_loop import (
     Step,
     XtSampler,
@@ -41,17 +39,10 @@ from ddrm_exp.samplers.xt_loop import (
     check_unit,
     denoise,
     flat,
-    spectral_constants,
 )
 
 # The authors' floor on σ_n: ρ_t > 0 keeps the data step well posed for noiseless y.
 SIGMA_FLOOR = 1e-3
-
-
-@dataclass
-class _State:
-    sp: _Spectral
-    sigma_n: float  # [0, 1] pixel units, floored
 
 
 class DiffPIR(XtSampler):
@@ -65,11 +56,6 @@ class DiffPIR(XtSampler):
         self.lam = check_nonnegative("lam", lam)
         self.zeta = check_unit("zeta", zeta)
 
-    def prepare(
-        self, prior: DiffusionPrior, operator: HFunctions, y: Tensor, sigma_y: float
-    ) -> _State:
-        return _State(sp=spectral_constants(operator, y), sigma_n=max(SIGMA_FLOOR, sigma_y))
-
     @staticmethod
     def data_step(operator: HFunctions, sp: _Spectral, x0: Tensor, rho: float) -> Tensor:
         """``argmin_x ‖y − Hx‖² + ρ ‖x − x0‖²`` through the SVD, (B, C, H, W)."""
@@ -78,20 +64,12 @@ class DiffPIR(XtSampler):
         x_bar = torch.where(sp.measured, num / (sp.s**2 + rho), x0_bar)
         return operator.V(x_bar).reshape(x0.shape)
 
-    def step(
-        self,
-        prior: DiffusionPrior,
-        operator: HFunctions,
-        y: Tensor,
-        state: _State,
-        x_t: Tensor,
-        s: Step,
-        z: Tensor,
-    ) -> tuple[Tensor, Tensor]:
-        _, x0 = denoise(prior, x_t, s)
+    def step(self, problem: Problem, x_t: Tensor, s: Step, z: Tensor) -> tuple[Tensor, Tensor]:
+        _, x0 = denoise(problem.prior, x_t, s)
+        sigma_n = max(SIGMA_FLOOR, problem.sigma_y)  # [0, 1] pixel units, floored
         sigma_bar2 = (1.0 - s.a_t) / s.a_t
-        rho = self.lam * state.sigma_n**2 / sigma_bar2
-        x0_hat = self.data_step(operator, state.sp, x0, rho)
+        rho = self.lam * sigma_n**2 / sigma_bar2
+        x0_hat = self.data_step(problem.operator, problem.sp, x0, rho)
         eps_hat = (x_t - math.sqrt(s.a_t) * x0_hat) / math.sqrt(1.0 - s.a_t)
         noise_part = math.sqrt(1.0 - self.zeta) * eps_hat + math.sqrt(self.zeta) * z
         x_next = math.sqrt(s.a_next) * x0_hat + math.sqrt(1.0 - s.a_next) * noise_part

@@ -24,8 +24,7 @@ import math
 
 from torch import Tensor
 
-from ddrm_exp.degradations.base import HFunctions
-from ddrm_exp.models.base import DiffusionPrior
+from ddrm_exp.samplers.ddrm import Problem
 from ddrm_exp.samplers.mcg import mcg_gradient
 from ddrm_exp.samplers.xt_loop import (
     Step,
@@ -53,21 +52,8 @@ class DPS(XtSampler):
         per_step = 2 if self.zeta > 0 else 1  # forward + backward; ζ' = 0 takes no gradient
         return per_step * super().network_cost(moves)
 
-    def prepare(
-        self, prior: DiffusionPrior, operator: HFunctions, y: Tensor, sigma_y: float
-    ) -> None:
-        return None
-
-    def step(
-        self,
-        prior: DiffusionPrior,
-        operator: HFunctions,
-        y: Tensor,
-        state: None,
-        x_t: Tensor,
-        s: Step,
-        z: Tensor,
-    ) -> tuple[Tensor, Tensor]:
+    def step(self, problem: Problem, x_t: Tensor, s: Step, z: Tensor) -> tuple[Tensor, Tensor]:
+        prior, operator, y = problem.prior, problem.operator, problem.y
         if self.zeta > 0:
             eps, grad = mcg_gradient(prior, operator, x_t, s.t_batch, s.a_t, y, "plain")
             x0 = x0_from_eps(x_t, eps, s.a_t)

@@ -40,7 +40,7 @@ from torch import Tensor
 from ddrm_exp.degradations.base import HFunctions
 from ddrm_exp.errors import ConfigError
 from ddrm_exp.models.base import DiffusionPrior
-from ddrm_exp.samplers.ddrm import DDRM, _Spectral
+from ddrm_exp.samplers.ddrm import DDRM, Problem
 
 APPLY_TO = ("nullspace", "all")
 NORMS = ("squared", "plain")
@@ -143,21 +143,15 @@ class MCG(DDRM):
         self.grad_wrt = grad_wrt
 
     def network_step(
-        self,
-        prior: DiffusionPrior,
-        operator: HFunctions,
-        sp: _Spectral,
-        x_t: Tensor,
-        t: Tensor,
-        alpha_bar_t: float,
-        y: Tensor,
+        self, problem: Problem, x_t: Tensor, t: Tensor, alpha_bar_t: float
     ) -> tuple[Tensor, Tensor | None]:
         if self.grad_scale == 0.0:
-            return super().network_step(prior, operator, sp, x_t, t, alpha_bar_t, y)
+            return super().network_step(problem, x_t, t, alpha_bar_t)
+        prior, operator, y = problem.prior, problem.operator, problem.y
         eps, grad = mcg_gradient(prior, operator, x_t, t, alpha_bar_t, y, self.norm, self.weighting)
         if self.grad_wrt == "xt_mod":
             grad = math.sqrt(alpha_bar_t) * grad  # chain rule through x_t = √ᾱ_t · x_mod
         grad_bar = operator.Vt(grad.reshape(grad.shape[0], -1))
         if self.apply_to == "nullspace":
-            grad_bar = torch.where(sp.measured, 0.0, grad_bar)
+            grad_bar = torch.where(problem.sp.measured, 0.0, grad_bar)
         return eps, self.grad_scale * grad_bar

@@ -29,15 +29,13 @@ pass per step, ``nfe = 2 × steps``. Images live in [-1, 1], so σ_y is doubled 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from ddrm_exp.degradations.base import HFunctions
 from ddrm_exp.errors import ConfigError
-from ddrm_exp.models.base import DiffusionPrior
-from ddrm_exp.samplers.ddrm import _Spectral
+from ddrm_exp.samplers.ddrm import Problem, _Spectral
 from ddrm_exp.samplers.mcg import denoiser_gradient
 from ddrm_exp.samplers.xt_loop import (
     Step,
@@ -46,7 +44,6 @@ from ddrm_exp.samplers.xt_loop import (
     check_unit,
     ddim_coefficients,
     flat,
-    spectral_constants,
     x0_from_eps,
 )
 
@@ -54,12 +51,6 @@ from ddrm_exp.samplers.xt_loop import (
 # authors' follow-up code does (off at the noisiest steps, where x̂_0 and its Jacobian carry the
 # network's error times 1/√ᾱ_t).
 DECAYS = ("none", "alpha_bar")
-
-
-@dataclass
-class _State:
-    sp: _Spectral
-    sigma_0: float  # σ_y in [-1, 1] units
 
 
 class PiGDM(XtSampler):
@@ -88,11 +79,6 @@ class PiGDM(XtSampler):
     def network_cost(self, moves: list[tuple[int, int]]) -> int:
         return 2 * super().network_cost(moves)  # forward + backward (the VJP) per step
 
-    def prepare(
-        self, prior: DiffusionPrior, operator: HFunctions, y: Tensor, sigma_y: float
-    ) -> _State:
-        return _State(sp=spectral_constants(operator, y), sigma_0=2.0 * sigma_y)
-
     @staticmethod
     def likelihood_direction(
         operator: HFunctions, sp: _Spectral, x0: Tensor, r2: float, sigma_0: float
@@ -104,23 +90,16 @@ class PiGDM(XtSampler):
         weight = torch.where(sp.measured, s / torch.where(sp.measured, denom, 1.0), 0.0)
         return operator.V(weight * resid)
 
-    def step(
-        self,
-        prior: DiffusionPrior,
-        operator: HFunctions,
-        y: Tensor,
-        state: _State,
-        x_t: Tensor,
-        s: Step,
-        z: Tensor,
-    ) -> tuple[Tensor, Tensor]:
+    def step(self, problem: Problem, x_t: Tensor, s: Step, z: Tensor) -> tuple[Tensor, Tensor]:
         r2 = 1.0 - s.a_t
 
         def objective(x0: Tensor) -> Tensor:
-            v = self.likelihood_direction(operator, state.sp, x0.detach(), r2, state.sigma_0)
+            v = self.likelihood_direction(
+                problem.operator, problem.sp, x0.detach(), r2, problem.sigma_0
+            )
             return (v * flat(x0)).sum()  # its gradient is the VJP (∂x̂_0/∂x_t)ᵀ v
 
-        eps, g = denoiser_gradient(prior, x_t, s.t_batch, s.a_t, objective)
+        eps, g = denoiser_gradient(problem.prior, x_t, s.t_batch, s.a_t, objective)
         x0 = x0_from_eps(x_t, eps, s.a_t)
         c1, c2 = ddim_coefficients(s.a_t, s.a_next, self.eta)
         coef = math.sqrt(s.a_next) * r2 / math.sqrt(s.a_t) - c2 * math.sqrt(r2)

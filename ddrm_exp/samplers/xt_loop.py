@@ -24,25 +24,20 @@ cost about the same. (``sampler=mcg`` reports forwards only.)
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor
 
-from ddrm_exp.degradations.base import HFunctions
-from ddrm_exp.degradations.noise import GeneratorArg, draw_noise
 from ddrm_exp.errors import ConfigError
 from ddrm_exp.models.base import DiffusionPrior
-from ddrm_exp.samplers.base import SampleResult, SettingsByName, WarmStart, check_timesteps
+from ddrm_exp.samplers.base import SampleResult
 from ddrm_exp.samplers.ddrm import (
-    DDRM,
     NUM_TRAIN_TIMESTEPS,
-    NoiseStream,
-    _Spectral,
+    Problem,
+    ScheduledSampler,
+    Walk,
     timestep_sequence,
-    warm_schedule,
 )
 
 
@@ -61,11 +56,6 @@ def check_nonnegative(name: str, value: float) -> float:
     return v
 
 
-def spectral_constants(operator: HFunctions, y: Tensor) -> _Spectral:
-    """``s`` (padded to n), ``s > 0``, ``ȳ = Σ⁺Uᵀy`` and ``Uᵀy`` in the spectral layout."""
-    return DDRM._spectral(operator, y)
-
-
 def ddim_coefficients(a_t: float, a_next: float, eta: float) -> tuple[float, float]:
     """(c1, c2) of DDIM's ``x_{t-1} = √ᾱ_{t-1} x̂_0 + c1 z + c2 ε̂`` (Song et al. 2021, eq. 12).
 
@@ -79,7 +69,8 @@ def ddim_coefficients(a_t: float, a_next: float, eta: float) -> tuple[float, flo
 
 @dataclass
 class Step:
-    """One (t, t_next) move; ``a_t``/``a_next`` are ᾱ, ``t_batch`` the network's time input."""
+    """One (t, t_next) move; ``a_t``/``a_next`` are ᾱ, ``t_batch`` the network's time input,
+    ``x0_prev`` the x̂_0 the previous move returned (None at the first)."""
 
     index: int
     t: int
@@ -87,18 +78,15 @@ class Step:
     a_t: float
     a_next: float
     t_batch: Tensor
+    x0_prev: Tensor | None
 
 
-class XtSampler(SettingsByName):
-    """Base of the ``x_t``-space baselines: subclasses implement :meth:`prepare` and
-    :meth:`step` (and may override :meth:`moves` and :meth:`network_cost`)."""
+class XtSampler(ScheduledSampler):
+    """Base of the ``x_t``-space baselines: subclasses implement :meth:`step` (and may
+    override :meth:`moves` and :meth:`network_cost`)."""
 
     name = "xt"
     PARAMS: tuple[str, ...] = ("timesteps",)
-    supports_warm_start = True
-    # As DDRM's: draw the next step's noise on a host thread (CUDA with per-image generators).
-    prefetch_noise: bool | None = None
-    progress: Callable[[int, int], None] | None = None
 
     def __init__(self, timesteps: int) -> None:
         steps = int(timesteps)
@@ -108,10 +96,6 @@ class XtSampler(SettingsByName):
                 f"{timesteps!r}."
             )
         self.timesteps = steps
-
-    # ---- the Sampler contract -------------------------------------------------------------
-    def check_prior(self, prior: DiffusionPrior) -> None:
-        check_timesteps(self.timesteps, prior)
 
     @property
     def nfe(self) -> int:
@@ -123,77 +107,24 @@ class XtSampler(SettingsByName):
         """Network evaluations of ``moves``: one per descending move (overridden for VJPs)."""
         return sum(1 for t, t_next in moves if t_next < t)
 
-    def moves(self, seq: list[int]) -> list[tuple[int, int]]:
-        """The (t, t_next) pairs walked, from the top of ``seq`` down to ``t_next = -1``."""
-        seq_next = [-1, *seq[:-1]]
-        return list(zip(reversed(seq), reversed(seq_next), strict=True))
-
     # ---- what a subclass provides ----------------------------------------------------------
-    def prepare(
-        self, prior: DiffusionPrior, operator: HFunctions, y: Tensor, sigma_y: float
-    ) -> Any:
-        """Per-run constants handed to every :meth:`step`."""
-        return spectral_constants(operator, y)
-
-    def step(
-        self,
-        prior: DiffusionPrior,
-        operator: HFunctions,
-        y: Tensor,
-        state: Any,
-        x_t: Tensor,
-        s: Step,
-        z: Tensor,
-    ) -> tuple[Tensor, Tensor]:
+    def step(self, problem: Problem, x_t: Tensor, s: Step, z: Tensor) -> tuple[Tensor, Tensor]:
         """(x_{t_next}, x̂_0 of this step for the trajectory)."""
         raise NotImplementedError
 
     # ---- the loop ---------------------------------------------------------------------------
-    def sample(
-        self,
-        prior: DiffusionPrior,
-        operator: HFunctions,
-        y: Tensor,
-        sigma_y: float,
-        *,
-        noise: Tensor | None = None,
-        generator: GeneratorArg = None,
-        return_trajectory: bool = False,
-        warm_start: WarmStart | None = None,
-    ) -> SampleResult:
-        """Restore ``x`` from ``y = H x + σ_y z`` (``y``: (B, m), images in [-1, 1]; ``sigma_y``
-        in [0, 1] pixel units). Arguments as :meth:`DDRM.sample`."""
-        if sigma_y < 0:
-            raise ValueError(f"sigma_y must be >= 0, got {sigma_y}")
-        batch = y.shape[0]
-        shape = (batch, *prior.shape)
-        device, dtype = y.device, y.dtype
-        sched = prior.schedule
-        seq = timestep_sequence(self.timesteps, sched.num_timesteps)
-        mean: Tensor | float = 0.0
-        if warm_start is not None:
-            seq = warm_schedule(seq, warm_start.t_star)
-            if not seq:
-                raise ValueError(f"warm start t_star={warm_start.t_star} leaves no step to run")
-            if tuple(warm_start.x0.shape) != shape:
-                raise ValueError(
-                    f"warm_start.x0 must be {shape} for this batch, got "
-                    f"{tuple(warm_start.x0.shape)}"
-                )
-            mean = warm_start.x0.to(device, dtype)
-        moves = self.moves(seq)
-        state = self.prepare(prior, operator, y, float(sigma_y))
-        if noise is None:
-            noise = draw_noise(shape, generator, device, dtype)
-        a_top = sched.alpha_bar(seq[-1])
-        x_t = math.sqrt(a_top) * mean + math.sqrt(1.0 - a_top) * noise.to(device, dtype)
+    def walk(self, start: Walk, return_trajectory: bool) -> SampleResult:
+        problem = start.problem
+        batch, device, dtype = problem.y.shape[0], problem.y.device, problem.y.dtype
+        sched = problem.prior.schedule
+        moves = self.moves(start.seq)
+        mean: Tensor | float = 0.0 if start.warm_x0 is None else start.warm_x0
+        a_top = sched.alpha_bar(start.seq[-1])
+        x_t = math.sqrt(a_top) * mean + math.sqrt(1.0 - a_top) * start.noise
 
-        ahead = self.prefetch_noise
-        if ahead is None:
-            per_image = generator is not None and not isinstance(generator, torch.Generator)
-            ahead = device.type == "cuda" and per_image
         trajectory: list[Tensor] = []
-        with NoiseStream(shape, generator, device, dtype, len(moves), ahead) as noises:
+        x0: Tensor | None = None
+        with start.noises(len(moves), self.prefetch_noise) as noises:
             for i, (t, t_next) in enumerate(moves):
                 s = Step(
                     index=i,
@@ -202,8 +133,9 @@ class XtSampler(SettingsByName):
                     a_t=sched.alpha_bar(t),
                     a_next=sched.alpha_bar(t_next),
                     t_batch=torch.full((batch,), float(t), device=device, dtype=dtype),
+                    x0_prev=x0,
                 )
-                x_t, x0 = self.step(prior, operator, y, state, x_t, s, noises.next())
+                x_t, x0 = self.step(problem, x_t, s, noises.next())
                 if return_trajectory and t_next < t:
                     trajectory.append(x0.detach().cpu())
                 if self.progress is not None:
