@@ -17,10 +17,10 @@ from pathlib import Path
 
 from ddrm_exp.errors import ConfigError
 from ddrm_exp.models.checkpoints import (
-    OFFLINE_ENV,
     DownloadError,
+    check_cache_slot,
     download_file,
-    offline,
+    download_refusal,
     verify_file,
 )
 
@@ -90,17 +90,9 @@ def official_lorem_path(cache_dir: str | os.PathLike[str] | None, download: bool
     dest = _cache_dest(cache_dir)
     if dest.is_file():
         return check_official_lorem(dest, "The cached official lorem mask")
-    if dest.exists():
-        raise ConfigError(
-            f"The cache path {dest} of the official lorem mask exists but is not a file. "
-            "Remove it and run again."
-        )
-    if offline() or not download:
-        why = (
-            f"{OFFLINE_ENV}={os.environ.get(OFFLINE_ENV)} is set"
-            if offline()
-            else "downloading is turned off"
-        )
+    check_cache_slot(dest, "of the official lorem mask")
+    why = download_refusal(download)
+    if why is not None:
         raise ConfigError(
             f"degradation.source=official needs the official DDRM lorem mask (lorem3.npy), which "
             f"is not in the cache and {why}, so it was not downloaded. {_by_hand(dest)}"

@@ -184,6 +184,25 @@ def offline() -> bool:
     return os.environ.get(OFFLINE_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
+def download_refusal(download: bool, switch: str = "") -> str | None:
+    """Why a file missing from the cache may not be downloaded (``DDRM_EXP_OFFLINE``, or
+    ``download`` false: ``switch`` names the setting), or None where it may."""
+    if offline():
+        return f"{OFFLINE_ENV}={os.environ.get(OFFLINE_ENV)} is set"
+    if not download:
+        return f"downloading is turned off{switch}"
+    return None
+
+
+def check_cache_slot(dest: Path, what: str) -> None:
+    """A ConfigError if the cache path ``dest`` (of ``what``) is taken by something not a
+    file, which a download would neither use nor replace."""
+    if dest.exists() and not dest.is_file():
+        raise ConfigError(
+            f"The cache path {dest} {what} exists but is not a file. Remove it and run again."
+        )
+
+
 # --------------------------------------------------------------------------------------------
 # verification
 
@@ -469,18 +488,9 @@ def resolve_checkpoint(
             log.debug("Model '%s': %s has no published checksum; not verified.", name, dest)
         log.info("Model '%s': using the cached weights %s.", name, dest)
         return dest
-    if dest.exists():
-        raise ConfigError(
-            f"The cache path {dest} for the weights of model '{name}' exists but is not a file. "
-            "Remove it and run again."
-        )
-
-    if offline() or not download:
-        why = (
-            f"{OFFLINE_ENV}={os.environ.get(OFFLINE_ENV)} is set"
-            if offline()
-            else "downloading is turned off (model.download=false)"
-        )
+    check_cache_slot(dest, f"for the weights of model '{name}'")
+    why = download_refusal(download, " (model.download=false)")
+    if why is not None:
         raise ConfigError(
             f"The weights of model '{name}' ({spec.file}) are not in the cache and {why}, so "
             f"they were not downloaded. {_manual_instructions(name, spec, dest)}"
