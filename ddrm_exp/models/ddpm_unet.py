@@ -55,24 +55,26 @@ def group_norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(num_groups=32, num_channels=channels, eps=1e-6, affine=True)
 
 
-class Upsample(nn.Module):
+class _Resample(nn.Module):
+    """A resolution change with an optional 3x3 convolution ``conv`` (the checkpoints' key)."""
+
+    STRIDE, PADDING = 1, 1
+
     def __init__(self, channels: int, with_conv: bool) -> None:
         super().__init__()
         self.with_conv = with_conv
         if with_conv:
-            self.conv = nn.Conv2d(channels, channels, 3, stride=1, padding=1)
+            self.conv = nn.Conv2d(channels, channels, 3, stride=self.STRIDE, padding=self.PADDING)
 
+
+class Upsample(_Resample):
     def forward(self, x: Tensor) -> Tensor:
         x = F.interpolate(x, scale_factor=2.0, mode="nearest")
         return self.conv(x) if self.with_conv else x
 
 
-class Downsample(nn.Module):
-    def __init__(self, channels: int, with_conv: bool) -> None:
-        super().__init__()
-        self.with_conv = with_conv
-        if with_conv:
-            self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=0)
+class Downsample(_Resample):
+    STRIDE, PADDING = 2, 0
 
     def forward(self, x: Tensor) -> Tensor:
         if self.with_conv:
