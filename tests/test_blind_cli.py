@@ -142,6 +142,7 @@ def test_real_blur_with_estimated_kernels(bsd_root: Path, tmp_path: Path) -> Non
             f"dataset.root={bsd_root}",
             "dataset.limit=2",
             "degradation=blur_estimated",
+            "degradation.border=null",  # the report's operators (auto: valid on real frames)
             "kernel_estimator=classical",
             "kernel_estimator.kernel_size=9",
             "noise.sigma_y=0.01",

@@ -162,3 +162,88 @@ def test_factory_and_errors() -> None:
         valid_blur_operator(k, (1, 6, 6), border="mirror")
     with pytest.raises(ConfigError, match="taper"):
         BorderBlur((3, 128, 128), kernel=k)
+
+
+# ---- wiring into the blind degradation (AssumedBlur, the measurement plan) ------------------
+def test_assumed_blur_builds_the_border_model_it_is_given() -> None:
+    from ddrm_exp.degradations.assumed_blur import AssumedBlur, operator_name
+
+    ks = torch.stack([random_kernel(3, 3, 0), random_kernel(3, 3, 1)])
+    valid = AssumedBlur((3, 8, 8), assumed_kernel="gt", border="valid", dtype=F64)
+    op = valid.for_kernels(ks)
+    assert isinstance(op, BorderBlur) and op.border == "valid" and operator_name(op) == "valid"
+    x = torch.randn(2, 192, dtype=F64)
+    for i in range(2):
+        one = BorderBlur((3, 8, 8), kernel=ks[i], dtype=F64)
+        assert torch.allclose(op.H(x)[i], one.H(x[i : i + 1])[0], atol=1e-5)
+    taper = AssumedBlur((3, 8, 8), assumed_kernel="gt", border="taper")
+    assert operator_name(taper.for_kernels(ks)) == "taper"
+    legacy = AssumedBlur((3, 8, 8), assumed_kernel="gt", border=None)
+    assert operator_name(legacy.for_kernels(ks)) == "fft"
+    with pytest.raises(ConfigError, match="border"):
+        AssumedBlur((3, 8, 8), border="mirror")
+
+
+def test_auto_border_follows_the_data_and_the_image_size() -> None:
+    from ddrm_exp.degradations.assumed_blur import AssumedBlur
+
+    small = AssumedBlur((3, 8, 8), assumed_kernel="gt", border="auto")
+    assert small.active_border is None  # until the data are known
+    small.resolve_border("valid")
+    assert small.active_border == "valid"
+    large = AssumedBlur((3, 128, 128), assumed_kernel="gt", border="auto")
+    large.resolve_border("valid")
+    assert large.active_border == "taper"  # no dense SVD at this size
+    for data, expected in (("reflect", "reflect"), ("circular", None), (None, None)):
+        a = AssumedBlur((3, 8, 8), assumed_kernel="gt", border="auto")
+        a.resolve_border(data)
+        assert a.active_border == expected
+    fixed = AssumedBlur((3, 8, 8), assumed_kernel="gauss", border="valid")
+    fixed.resolve_border("circular")  # an explicit border is kept
+    assert fixed.active_border == "valid" and isinstance(fixed.default, BorderBlur)
+
+
+def test_keep_sharp_returns_frames_with_a_delta_kernel_unrestored() -> None:
+    from ddrm_exp.degradations.assumed_blur import AssumedBlur
+    from ddrm_exp.run.measurement import BatchMeasurement, MeasurementPlan
+    from ddrm_exp.samplers.base import SampleResult
+
+    assumed = AssumedBlur((3, 8, 8), assumed_kernel="estimated", border="valid", keep_sharp=True)
+    plan = MeasurementPlan(
+        assumed,
+        from_dataset=True,
+        has_true_kernel=False,
+        estimator=None,
+        estimator_name="classical",
+        use_ssim=False,
+    )
+    sharp = torch.zeros(5, 5, dtype=F64)
+    sharp[2, 2] = 1
+    kernels = torch.stack([sharp, random_kernel(5, 5, 3)])
+    y = torch.rand(2, 192)
+    bm = BatchMeasurement(
+        operator=assumed.for_kernels(kernels),
+        y=y,
+        kernels=kernels,
+        estimates=kernels,
+        true_kernels=None,
+        estimation_seconds=None,
+        rank1_errors=[None, None],
+        measurement_metrics=[{}, {}],
+    )
+    x0 = torch.zeros(2, 3, 8, 8)
+    plan.after_sampling(bm, SampleResult(x0=x0, nfe=1))
+    assert torch.equal(x0[0].reshape(-1), y[0])  # the delta frame is kept as it is
+    assert float(x0[1].abs().max()) == 0.0  # the blurred one keeps its restoration
+
+
+def test_rank1_step_is_for_the_reports_operators_only() -> None:
+    from ddrm_exp.degradations.assumed_blur import AssumedBlur
+
+    k = motion_kernel(5, 0.5, generator=4)[None]
+    kw = dict(assumed_kernel="estimated", rank1=True)
+    kept, errors = AssumedBlur((3, 8, 8), border="valid", **kw).prepare_kernels(k)
+    assert torch.equal(kept, k) and errors == [None]
+    legacy, errors = AssumedBlur((3, 8, 8), border=None, **kw).prepare_kernels(k)
+    assert errors[0] is not None and errors[0] > 0
+    assert torch.linalg.matrix_rank(legacy[0]) == 1

@@ -21,6 +21,14 @@ from ddrm_exp.degradations.base import HFunctions
 from ddrm_exp.degradations.blur2d import METHODS, operator_for_kernel
 from ddrm_exp.degradations.fft_blur import ZERO_THRESHOLD, FFTBlur
 from ddrm_exp.degradations.kernels2d import ddrm_kernel2d, kernel2d_from_spec, rank1_approximation
+from ddrm_exp.degradations.valid_blur import (
+    BORDERS,
+    DENSE_BORDERS,
+    MAX_DENSE_PIXELS,
+    BorderBlur,
+    TaperedFFTBlur,
+    valid_blur_operator,
+)
 from ddrm_exp.errors import ConfigError
 
 __all__ = [
@@ -40,6 +48,10 @@ FIXED_KERNELS: dict[str, str] = {
     "aniso2d": "deblur_aniso",
 }
 DATA_KERNELS: tuple[str, ...] = ("gt", "estimated")
+# How the assumed blur treats the frame's borders: one of valid_blur.BORDERS, "auto" (the data's
+# own model, see AssumedBlur.resolve_border) or None (as ``method`` builds the operator: DDRM's
+# zero-padded separable one for a rank-1 kernel, the circular FFT one otherwise).
+BORDER_CHOICES: tuple[str, ...] = ("auto", *BORDERS)
 ASSUMED_KERNELS: tuple[str, ...] = (*DATA_KERNELS, *FIXED_KERNELS)
 
 
@@ -103,11 +115,22 @@ class PerImageOperators(HFunctions):
 
 
 def operator_name(op: HFunctions) -> str:
-    """``fft`` / ``separable`` / ``mixed``: how a batch's blur was modelled, for the records."""
+    """``fft`` / ``separable`` / ``valid`` / ``zero`` / ``reflect`` / ``taper`` / ``mixed``: how
+    a batch's blur was modelled, for the records."""
     if isinstance(op, PerImageOperators):
         names = {operator_name(o) for o in op.operators}
         return names.pop() if len(names) == 1 else "mixed"
+    if isinstance(op, BorderBlur):
+        return op.border
+    if isinstance(op, TaperedFFTBlur):
+        return "taper"
     return "fft" if isinstance(op, FFTBlur) else "separable"
+
+
+def is_delta(kernel: Tensor) -> bool:
+    """Whether ``kernel`` (kh, kw) is a single tap at its centre: no blur at all."""
+    kh, kw = kernel.shape[-2:]
+    return int((kernel != 0).sum()) == 1 and bool(kernel[kh // 2, kw // 2] != 0)
 
 
 class AssumedBlur(HFunctions):
@@ -126,6 +149,16 @@ class AssumedBlur(HFunctions):
     rank-1 approximation (report §5.3), so ``auto`` then runs DDRM's separable deblurring on it,
     as the report did; the true and the fixed kernels are used as they are (the fixed ones are
     separable already). ``min_coverage`` is the report's 2.5 % rule for local estimates.
+
+    ``border`` (issue 14) is how the operator treats the frame's borders, whatever ``method``
+    says: ``valid`` (the blurry pixels whose blur reads outside the frame are unmeasured: exact
+    for a real camera frame), ``zero``, ``reflect``, ``taper`` (edge-tapered measurement,
+    circular FFT operator) or ``circular`` (:mod:`ddrm_exp.degradations.valid_blur`); ``null``
+    leaves it to ``method`` (the report's operators); ``auto`` follows the data
+    (:meth:`resolve_border`). The dense ones (``valid``, ``zero``, ``reflect``) need an SVD per
+    kernel and exist up to 96x96 images; ``auto`` takes ``taper`` above that. ``keep_sharp``:
+    an image whose kernel is a delta (no blur: the estimator's ``delta_spread`` makes them) is
+    returned as it is, not restored (:mod:`ddrm_exp.run.measurement` does it).
     """
 
     def __init__(
@@ -138,6 +171,8 @@ class AssumedBlur(HFunctions):
         min_coverage: float = 0.025,
         zero_threshold: float = ZERO_THRESHOLD,
         true_kernel: Any = None,
+        border: str | None = None,
+        keep_sharp: bool = False,
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
     ) -> None:
@@ -152,6 +187,17 @@ class AssumedBlur(HFunctions):
             )
         if not isinstance(rank1, bool):
             raise ConfigError(f"degradation.rank1 must be true or false, got {rank1!r}.")
+        if border is not None and border not in BORDER_CHOICES:
+            raise ConfigError(
+                f"degradation.border={border!r} is not supported; use null or one of "
+                f"{', '.join(BORDER_CHOICES)}."
+            )
+        if not isinstance(keep_sharp, bool):
+            raise ConfigError(f"degradation.keep_sharp must be true or false, got {keep_sharp!r}.")
+        self.border = border
+        # What the operators use: the configured border, until resolve_border fixes "auto".
+        self.active_border: str | None = None if border == "auto" else border
+        self.keep_sharp = keep_sharp
         self.assumed_kernel = str(assumed_kernel)
         self.method = str(method)
         self.rank1 = rank1
@@ -188,7 +234,31 @@ class AssumedBlur(HFunctions):
         """Whether the kernel comes from the data (gt, estimated), i.e. per batch."""
         return self.fixed_kernel is None
 
+    def resolve_border(self, data_border: str | None) -> None:
+        """Fix ``border=auto`` to the data's own border model: ``valid`` for a camera's blurry
+        frames, ``reflect`` or ``circular`` for images blurred that way, ``None`` (as ``method``
+        builds it) when nothing is known. A dense model on an image over 96x96 becomes ``taper``.
+        Any other ``border`` is left as configured."""
+        if self.border != "auto":
+            return
+        chosen = None if data_border in (None, "circular") else data_border
+        _, h, w = self.shape
+        if chosen in DENSE_BORDERS and h * w > MAX_DENSE_PIXELS:
+            chosen = "taper"
+        self.active_border = chosen
+        if self.fixed_kernel is not None:
+            self.default = self._single(self.fixed_kernel)
+
     def _single(self, kernel: Tensor) -> HFunctions:
+        if self.active_border is not None:
+            return valid_blur_operator(
+                kernel,
+                self.shape,
+                border=self.active_border,
+                zero_threshold=self.zero_threshold,
+                device=self.device,
+                dtype=self.dtype,
+            )
         return operator_for_kernel(
             kernel,
             self.shape,
@@ -207,6 +277,8 @@ class AssumedBlur(HFunctions):
         """
         if kernels.dim() != 3:
             raise ValueError(f"kernels must be (B, kh, kw), got {tuple(kernels.shape)}")
+        if self.active_border is not None:
+            return self._single(kernels[0] if len(kernels) == 1 else kernels)
         ops = [self._single(k) for k in kernels]
         if len(ops) == 1:
             return ops[0]
@@ -223,8 +295,11 @@ class AssumedBlur(HFunctions):
         return PerImageOperators(ops)
 
     def prepare_kernels(self, kernels: Tensor) -> tuple[Tensor, list[float | None]]:
-        """The kernels the operator will use, and each one's rank-1 error (None: unchanged)."""
-        if not (self.rank1 and self.assumed_kernel == "estimated"):
+        """The kernels the operator will use, and each one's rank-1 error (None: unchanged).
+
+        The rank-1 step serves the report's separable operator, so it applies with the
+        operators ``method`` builds (``border`` null); a border model takes any kernel."""
+        if not (self.rank1 and self.assumed_kernel == "estimated" and self.active_border is None):
             return kernels, [None] * len(kernels)
         out, errors = [], []
         for k in kernels:
