@@ -35,7 +35,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import numpy as np
 import torch
@@ -271,22 +271,38 @@ def transform_frame(image: Image.Image, size: Size, crop: str, resize: bool) -> 
     return pil_to_tensor(img)
 
 
+class FrameSelection(TypedDict, total=False):
+    """The settings every BSD dataset takes from :class:`_BSDFrames` (defaults there)."""
+
+    root: str | os.PathLike[str] | None
+    exposure: str
+    split: str
+    sequences: Any
+    stride: int
+    limit: int | None
+    start: int
+    crop: str
+    resize: bool
+
+
 class _BSDFrames(Dataset[dict[str, Any]]):
     """Scanning, selection and the shared frame transform of the two BSD datasets."""
+
+    # Whether the dataset reads the Blur frames (the real pairs) or only the Sharp ones.
+    need_blur: bool
 
     def __init__(
         self,
         image_size: int | Sequence[int],
-        root: str | os.PathLike[str] | None,
-        exposure: str,
-        split: str,
-        sequences: Any,
-        stride: int,
-        limit: int | None,
-        start: int,
-        crop: str,
-        resize: bool,
-        need_blur: bool,
+        root: str | os.PathLike[str] | None = None,
+        exposure: str = "1ms8ms",
+        split: str = "test",
+        sequences: Any = None,
+        stride: int = 1,
+        limit: int | None = None,
+        start: int = 0,
+        crop: str = "center",
+        resize: bool = True,
     ) -> None:
         self.image_size: Size = as_size(image_size)
         self.exposure = str(exposure)
@@ -301,7 +317,7 @@ class _BSDFrames(Dataset[dict[str, Any]]):
             raise ConfigError("dataset.sequences must be null, a name, or a list of names.")
         if sequences is not None and not isinstance(sequences, str | int):
             sequences = list(sequences)
-        everything = scan_bsd(split_dir, sequences, self.stride, need_blur, layout)
+        everything = scan_bsd(split_dir, sequences, self.stride, self.need_blur, layout)
         chosen = subset_range(len(everything), start, limit, f"{os.fspath(split_dir)!r}")
         self.frames: list[BSDFrame] = [everything[i] for i in chosen]
         self.names: list[str] = [f.name for f in self.frames]
@@ -377,32 +393,7 @@ class BSDDataset(_BSDFrames):
     each sequence, then ``start``/``limit`` select from that list.
     """
 
-    def __init__(
-        self,
-        image_size: int | Sequence[int],
-        root: str | os.PathLike[str] | None = None,
-        exposure: str = "1ms8ms",
-        split: str = "test",
-        sequences: Any = None,
-        stride: int = 1,
-        limit: int | None = None,
-        start: int = 0,
-        crop: str = "center",
-        resize: bool = True,
-    ) -> None:
-        super().__init__(
-            image_size,
-            root,
-            exposure,
-            split,
-            sequences,
-            stride,
-            limit,
-            start,
-            crop,
-            resize,
-            need_blur=True,
-        )
+    need_blur = True
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         index = self._position(index)
@@ -455,22 +446,16 @@ class BSDSyntheticDataset(_BSDFrames):
     right away from the borders). The Blur folders are not needed.
     """
 
+    need_blur = False
+
     def __init__(
         self,
         image_size: int | Sequence[int],
-        root: str | os.PathLike[str] | None = None,
-        exposure: str = "1ms8ms",
-        split: str = "test",
-        sequences: Any = None,
-        stride: int = 1,
-        limit: int | None = None,
-        start: int = 0,
-        crop: str = "center",
-        resize: bool = True,
         kernel: Any = None,
         kernel_per: str = "sequence",
         blur_mode: str = "circular",
         seed: int = 0,
+        **frames: Unpack[FrameSelection],
     ) -> None:
         self.kernel_per = _choice(kernel_per, KERNEL_PER, "kernel_per")
         self.blur_mode = _choice(blur_mode, BLUR_MODES, "blur_mode")
@@ -487,19 +472,7 @@ class BSDSyntheticDataset(_BSDFrames):
         self._blur_circular = (
             _import_function("fft_blur", "blur_circular") if self.blur_mode == "circular" else None
         )
-        super().__init__(
-            image_size,
-            root,
-            exposure,
-            split,
-            sequences,
-            stride,
-            limit,
-            start,
-            crop,
-            resize,
-            need_blur=False,
-        )
+        super().__init__(image_size, **frames)
         self._cache: dict[tuple[int, ...], Tensor] = {}
         if self.frames:
             self.kernel_for(0)  # a bad spec fails now, not on the first batch
