@@ -29,6 +29,30 @@ prior with assumed ``--sigma-y``, the same sampler seed per frame in every arm (
 Each (frame, arm) PSNR goes to ``--out`` as one JSON line as soon as it exists (a rerun skips
 what is there); ``table`` prints mean PSNR per arm and paired differences with 95 % t-CIs by
 frame and by group.
+
+Measured (2026-12-06, this 2-core CPU, DDRM 20 steps, assumed σ_y 0.02, PSNR dB, mean ± 95 %
+t-CI; paired differences by frame, by sequence in brackets). Trees written at 64x64 by
+``python -m ddrm_exp.datasets.bsd_mini DIR --sequences 6 --frames 8 --height 64 --width 64
+[--photos DIR]`` (kernels of 3-5 taps):
+
+| data (split) | blurry | true:circular | true:taper | true:valid | valid − blurry |
+|---|---|---|---|---|---|
+| tree of corpus val photos (val, 48) | 28.30 | 23.56 | 26.18 | **30.53** | +2.23 ± 0.97 [± 3.14] |
+| tree of corpus test photos (test, 48) | 26.82 | 22.23 | 24.79 | **28.58** | +1.76 ± 0.91 [± 3.45] |
+| tree of bundled photos (test, 20/24) | 24.18 | 24.21 | 26.67 | **28.60** | +3.93 ± 0.71 |
+| corpus val views, 9-tap shake (val, 12) | 24.90 | 19.97 | **27.21** | 25.69 | +0.79 ± 1.13 |
+
+(reflect 27.13 and zero 22.74 (n=4) on the views.) valid − circular on the test tree: +6.35 ±
+0.78 [± 2.61]. Valid is the default for real frames (``degradation.border=auto``); with 9-tap
+kernels its unmeasured ring (4 px a side) costs more than tapering's approximation.
+
+Estimated kernel (validation tree, classical, 5 taps): kernel NCC 0.709 (``fit_region=all``,
+``kernel_reg`` 0.05) -> 0.745 (``valid``) -> 0.787 (``kernel_reg`` 0.003; every 4th frame: 0.805);
+with the estimate DDRM stays below the blurry frame: est:valid − blurry −1.70 ± 2.45 (n=5,
+σ_y 0.02), −1.50 ± 2.70 (σ_y 0.05); Levin error ratio (vs the same DDRM with the true kernel)
+median 2.33, 2/5 under 2. Sharp frames (views, no blur): any DDRM pass, even with the exact
+identity operator, ends near 31 dB (the tiny prior's ceiling), hence ``keep_sharp``; 2-px
+motion: true:valid 28.4 against blurry 32.7 (n=2).
 """
 
 from __future__ import annotations
