@@ -37,8 +37,8 @@ t-CI; paired differences by frame, by sequence in brackets). Trees written at 64
 
 | data (split) | blurry | true:circular | true:taper | true:valid | valid − blurry |
 |---|---|---|---|---|---|
-| tree of corpus val photos (val, 48) | 28.30 | 23.56 | 26.18 | **30.53** | +2.23 ± 0.97 [± 3.14] |
-| tree of corpus test photos (test, 48) | 26.82 | 22.23 | 24.79 | **28.58** | +1.76 ± 0.91 [± 3.45] |
+| tree of corpus val photos (val,48) | 28.30 | 23.56 | 26.18 | **30.53** | +2.23 ± 0.97 [± 3.14] |
+| tree of corpus test photos (test,48) | 26.82 | 22.23 | 24.79 | **28.58** | +1.76 ± 0.91 [± 3.45] |
 | tree of bundled photos (test, 20/24) | 24.18 | 24.21 | 26.67 | **28.60** | +3.93 ± 0.71 |
 | corpus val views, 9-tap shake (val, 12) | 24.90 | 19.97 | **27.21** | 25.69 | +0.79 ± 1.13 |
 
