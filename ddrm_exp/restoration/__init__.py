@@ -4,6 +4,7 @@ from ddrm_exp.restoration.classical import (
     BORDERS,
     RL_ITERATIONS,
     WIENER_BALANCE,
+    classical_metrics,
     richardson_lucy_deconvolve,
     wiener_deconvolve,
 )
@@ -12,6 +13,7 @@ __all__ = [
     "BORDERS",
     "RL_ITERATIONS",
     "WIENER_BALANCE",
+    "classical_metrics",
     "richardson_lucy_deconvolve",
     "wiener_deconvolve",
 ]

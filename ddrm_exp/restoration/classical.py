@@ -39,6 +39,7 @@ __all__ = [
     "BORDERS",
     "RL_ITERATIONS",
     "WIENER_BALANCE",
+    "classical_metrics",
     "richardson_lucy_deconvolve",
     "wiener_deconvolve",
 ]
@@ -156,3 +157,28 @@ def richardson_lucy_deconvolve(
         return restoration.richardson_lucy(image, psf, num_iter=iterations, clip=False)
 
     return _deconvolve(y, kernel, border, plane, pad_circular=True)
+
+
+def classical_metrics(
+    y: Tensor, x: Tensor, kernels: Tensor, border: str, use_ssim: bool = True
+) -> list[dict[str, dict[str, float | None]]]:
+    """Each image's ``wiener`` and ``richardson_lucy`` restoration scored against ``x``.
+
+    ``y``: the measurement as the blurry frame (``(B, C, H, W)`` or flattened, [-1, 1]);
+    ``kernels``: ``(B, kh, kw)``, the kernel DDRM uses for each image, so the records compare
+    methods given the same kernel. The defaults :data:`WIENER_BALANCE` and
+    :data:`RL_ITERATIONS` are used.
+    """
+    from ddrm_exp.metrics.image import psnr, ssim
+
+    images = y.reshape(x.shape)
+    out: list[dict[str, dict[str, float | None]]] = [{} for _ in range(x.shape[0])]
+    for key, restored in (
+        ("wiener", wiener_deconvolve(images, kernels, border=border)),
+        ("richardson_lucy", richardson_lucy_deconvolve(images, kernels, border=border)),
+    ):
+        ps = psnr(restored, x)
+        ss = ssim(restored, x) if use_ssim else [None] * x.shape[0]
+        for j in range(x.shape[0]):
+            out[j][key] = {"psnr": ps[j], "ssim": ss[j]}
+    return out
