@@ -84,13 +84,14 @@ def no_model(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Setup, "load_prior", refuse)
 
 
-def start(args: list[str], cwd: Path) -> subprocess.Popen[str]:
+def start(args: list[str], cwd: Path, pace: float = PACE_S) -> subprocess.Popen[str]:
     """``python -m ddrm_exp`` with FAST and ``args``; with SLOW in ``args``, paced per batch.
 
-    Pacing wraps the sampler in a sleep; the numbers it computes are untouched.
+    Pacing wraps the sampler in a sleep of ``pace`` seconds; the numbers it computes are
+    untouched.
     """
     paced = all(a in args for a in SLOW)
-    entry = ["-c", PACED_MAIN.format(pace=PACE_S)] if paced else ["-m", "ddrm_exp"]
+    entry = ["-c", PACED_MAIN.format(pace=pace)] if paced else ["-m", "ddrm_exp"]
     return spawn([sys.executable, *entry, *FAST, *args], cwd)
 
 
@@ -183,7 +184,9 @@ def test_second_run_is_refused_while_the_first_writes_and_sigkill_leaves_no_stal
     """Case 2: one writer per directory; a SIGKILLed writer does not block the next run."""
     run_dir = tmp_path / "run"
     base = ["dataset.split=all", "dataset.limit=9", f"hydra.run.dir={run_dir}"]
-    first = start([*base, *SLOW], tmp_path)  # far from done when the second one starts
+    # Paced so that it is still writing however long the second CLI takes to start on a loaded
+    # machine (seen: 40 s on two busy cores); it is killed below, so the pace costs ~one step.
+    first = start([*base, *SLOW], tmp_path, pace=8.0)
     wait_until("the first image", has_records(run_dir, 1), first)
     assert (run_dir / LOCK_NAME).read_text().startswith(f"pid {first.pid} ")
 
