@@ -396,9 +396,9 @@ class DDRM(ScheduledSampler):
             a = sched.alpha_bar(t)
             return math.sqrt(1.0 - a) / math.sqrt(a)
 
-        operator = problem.operator
+        operator, sp = problem.operator, problem.sp  # sp first: it checks the singulars' batch
         z_bar = operator.Vt(start.noise.reshape(batch, -1))
-        x_bar_mod = self.initial_spectral(problem.sp, ve_sigma(seq[-1]), sigma_0, z_bar, mean_bar)
+        x_bar_mod = self.initial_spectral(sp, ve_sigma(seq[-1]), sigma_0, z_bar, mean_bar)
         x_t = math.sqrt(sched.alpha_bar(seq[-1])) * operator.V(x_bar_mod).reshape(shape)
 
         trajectory: list[Tensor] = []
