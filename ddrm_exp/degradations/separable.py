@@ -12,7 +12,7 @@ The 1-D matrix builders are public functions so tests and later operators can re
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import torch
 from torch import Tensor
@@ -136,6 +136,15 @@ def official_tiled_grid(s_r: Tensor, s_c: Tensor, channels: int = 3) -> Tensor:
 
 
 # ---- the generic operator --------------------------------------------------------------------
+class OperatorOptions(TypedDict, total=False):
+    """The keywords the operators built on :class:`SeparableOperator` pass on to it (the
+    defaults are its own)."""
+
+    zero_threshold: float
+    device: str | torch.device
+    dtype: torch.dtype
+
+
 class SeparableOperator(HFunctions):
     """Per channel ``H X = A_r X A_cᵀ``, ``A_r`` (m1 x H) on rows, ``A_c`` (m2 x W) on columns.
 
@@ -243,12 +252,18 @@ class SeparableOperator(HFunctions):
 
 
 # ---- concrete operators ----------------------------------------------------------------------
-def _check_divides(factor: int, shape: tuple[int, int, int], what: str) -> None:
+def _checked_factor(
+    shape: tuple[int, int, int], factor: int, what: str
+) -> tuple[tuple[int, int, int], int]:
+    """The checked shape and downsampling ``factor``: an integer >= 1 dividing both sides."""
+    shape = as_shape(shape)
+    factor = as_int(factor, f"{what} factor", minimum=1)
     _, h, w = shape
     if h % factor or w % factor:
         raise ConfigError(
             f"{what} factor {factor} must divide the image height and width, got {h}x{w}."
         )
+    return shape, factor
 
 
 class SuperResolution(SeparableOperator):
@@ -260,25 +275,15 @@ class SuperResolution(SeparableOperator):
     """
 
     def __init__(
-        self,
-        shape: tuple[int, int, int],
-        *,
-        factor: int,
-        zero_threshold: float = ZERO_THRESHOLD,
-        device: str | torch.device = "cpu",
-        dtype: torch.dtype = torch.float32,
+        self, shape: tuple[int, int, int], *, factor: int, **options: Unpack[OperatorOptions]
     ) -> None:
-        shape = as_shape(shape)
-        factor = as_int(factor, "Super-resolution factor", minimum=1)
-        _check_divides(factor, shape, "Super-resolution")
+        shape, factor = _checked_factor(shape, factor, "Super-resolution")
         _, h, w = shape
         super().__init__(
             shape,
             rows=block_average_matrix(h, factor),
             cols=block_average_matrix(w, factor),
-            zero_threshold=zero_threshold,
-            device=device,
-            dtype=dtype,
+            **options,
         )
         self.factor = factor
 
@@ -298,13 +303,9 @@ class BicubicSuperResolution(SeparableOperator):
         *,
         factor: int,
         a: float = -0.5,
-        zero_threshold: float = ZERO_THRESHOLD,
-        device: str | torch.device = "cpu",
-        dtype: torch.dtype = torch.float32,
+        **options: Unpack[OperatorOptions],
     ) -> None:
-        shape = as_shape(shape)
-        factor = as_int(factor, "Bicubic super-resolution factor", minimum=1)
-        _check_divides(factor, shape, "Bicubic super-resolution")
+        shape, factor = _checked_factor(shape, factor, "Bicubic super-resolution")
         _, h, w = shape
         if min(h, w) < 2 * factor:
             raise ConfigError(
@@ -316,12 +317,10 @@ class BicubicSuperResolution(SeparableOperator):
             shape,
             rows=strided_reflect_matrix(kernel, h, factor),
             cols=strided_reflect_matrix(kernel, w, factor),
-            zero_threshold=zero_threshold,
-            device=device,
-            dtype=dtype,
+            **options,
         )
         self.factor = factor
-        self.kernel = kernel.to(device=device, dtype=dtype)
+        self.kernel = kernel.to(self.matrix_rows)  # the operator's device and dtype
 
 
 KernelSpec = Mapping[str, Any] | Sequence[float] | Tensor
@@ -363,9 +362,7 @@ class Deblurring(SeparableOperator):
         kernel_cols: KernelSpec | None = None,
         official_toeplitz: bool = False,
         official_compat: bool = False,
-        zero_threshold: float = ZERO_THRESHOLD,
-        device: str | torch.device = "cpu",
-        dtype: torch.dtype = torch.float32,
+        **options: Unpack[OperatorOptions],
     ) -> None:
         shape = as_shape(shape)
         _, h, w = shape
@@ -393,13 +390,11 @@ class Deblurring(SeparableOperator):
             shape,
             rows=blur_matrix(k_rows, h, official=dropped),
             cols=blur_matrix(k_cols, w, official=dropped),
-            zero_threshold=zero_threshold,
-            device=device,
-            dtype=dtype,
+            **options,
         )
         self.official_toeplitz = dropped
-        self.kernel_rows = k_rows.to(device=device, dtype=dtype)
-        self.kernel_cols = k_cols.to(device=device, dtype=dtype)
+        self.kernel_rows = k_rows.to(self.matrix_rows)  # the operator's device and dtype
+        self.kernel_cols = k_cols.to(self.matrix_rows)
 
     def _spectral_grid(self, s_r: Tensor, s_c: Tensor, channels: int) -> Tensor:
         if self.official_compat:
