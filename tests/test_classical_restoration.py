@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -9,6 +11,7 @@ import torch.nn.functional as F
 from ddrm_exp.degradations.fft_blur import blur_circular
 from ddrm_exp.errors import ConfigError
 from ddrm_exp.metrics.image import psnr
+from ddrm_exp.report import Record
 from ddrm_exp.restoration import richardson_lucy_deconvolve, wiener_deconvolve
 
 
@@ -119,3 +122,76 @@ def test_bad_settings_are_refused() -> None:
         richardson_lucy_deconvolve(y, k, iterations=0)
     with pytest.raises(ConfigError, match="B, C, H, W"):
         wiener_deconvolve(y[0], k)
+
+
+# ---- the tables show them beside DDRM --------------------------------------------------------
+def _line(index: int, assumed: str, psnr_ddrm: float, **extra: object) -> dict[str, object]:
+    return {
+        "index": index,
+        "name": f"{index:03d}/00000000",
+        "degradation": "blur_estimated",
+        "sampler": "ddrm",
+        "sampler_params": {"timesteps": 20},
+        "sigma_y": 0.02,
+        "assumed_sigma_y": 0.02,
+        "seed": 0,
+        "nfe": 20,
+        "seconds": 1.0,
+        "restored": {"psnr": psnr_ddrm, "ssim": 0.5},
+        "baseline": {"psnr": 10.0, "ssim": 0.1},
+        "measurement": {"psnr": 20.0 + index, "ssim": 0.4},
+        "kernel": {"assumed": assumed, "ncc": 0.9, "estimation_seconds": 0.1},
+        "wiener": {"psnr": 30.0 + index, "ssim": 0.8},
+        "richardson_lucy": {"psnr": 40.0 + index, "ssim": 0.9},
+        **extra,
+    }
+
+
+def _records(tmp_path: Path, lines: list[dict[str, object]]) -> list[Record]:
+    import json
+
+    from ddrm_exp.report import load_records
+
+    (tmp_path / "results.jsonl").write_text("\n".join(json.dumps(r) for r in lines) + "\n")
+    return load_records([tmp_path])
+
+
+def test_table2_has_wiener_and_rl_columns(tmp_path: Path) -> None:
+    from ddrm_exp.report import build_table, get_spec
+
+    records = _records(tmp_path, [_line(0, "estimated", 25.0), _line(1, "estimated", 26.0)])
+    text = build_table(get_spec("table2"), records).markdown
+    header = next(line for line in text.splitlines() if line.startswith("| Degradation"))
+    row = next(line for line in text.splitlines() if line.startswith("| Kernel estimation"))
+    cols = [c.strip() for c in header.strip("|").split("|")]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[cols.index("Wiener PSNR")].startswith("30.50")
+    assert cells[cols.index("RL PSNR")].startswith("40.50")
+
+
+def test_video_table_has_blurry_wiener_and_rl_columns(tmp_path: Path) -> None:
+    from ddrm_exp.report import build_table, get_spec
+
+    temporal = {"name": "independent", "flicker": 0.01, "warping_error": 0.001}
+    lines = [
+        _line(i, "estimated", 25.0, task="video", sequence="000", frame=i, temporal=temporal)
+        for i in range(2)
+    ]
+    text = build_table(get_spec("video"), _records(tmp_path, lines)).markdown
+    header = next(line for line in text.splitlines() if line.startswith("| temporal"))
+    row = next(line for line in text.splitlines() if line.startswith("| independent"))
+    cols = [c.strip() for c in header.strip("|").split("|")]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[cols.index("blurry PSNR")].startswith("20.50")
+    assert cells[cols.index("Wiener PSNR")].startswith("30.50")
+    assert cells[cols.index("RL PSNR")].startswith("40.50")
+
+
+def test_figure8_lists_the_classical_baselines_per_kernel(tmp_path: Path) -> None:
+    from ddrm_exp.report import build_table, get_spec
+
+    lines = [_line(0, "gauss", 25.0), _line(1, "gauss", 26.0, wiener={"psnr": 35.0})]
+    text = build_table(get_spec("figure8"), _records(tmp_path, lines)).markdown
+    assert "Classical deconvolution with the same kernel" in text
+    wiener = next(line for line in text.splitlines() if line.startswith("| Wiener"))
+    assert "32.50" in wiener  # (30 + 35) / 2 over the two frames

@@ -72,6 +72,9 @@ class ResultLine(TypedDict, total=False):
     baseline: dict[str, float | None]  # H⁺y, same metrics
     measurement: dict[str, float | None]  # the measurement's own PSNR/SSIM, where comparable
     measurement_source: str
+    # Classical deconvolution of the measurement with the kernel DDRM used (psnr, ssim)
+    wiener: dict[str, float | None]
+    richardson_lucy: dict[str, float | None]
     kernel: KernelInfo
     temporal: TemporalInfo
     sequence: str
@@ -236,7 +239,13 @@ def degradation_settings(
     return params
 
 
-_PARTS = (("restored", ""), ("baseline", "baseline_"), ("measurement", "measurement_"))
+_PARTS = (
+    ("restored", ""),
+    ("baseline", "baseline_"),
+    ("measurement", "measurement_"),
+    ("wiener", "wiener_"),
+    ("richardson_lucy", "rl_"),
+)
 
 
 def _record(r: ResultLine, run_dir: Path, configs: dict[Path, Any]) -> Record:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 
-from ddrm_exp.report.records import Record, kernel_field
+from ddrm_exp.report.cells import unique_mean
+from ddrm_exp.report.records import Record, Stat, kernel_field
 
 KERNEL_LABELS = {
     "gt": "Ground truth",
@@ -29,3 +30,17 @@ def nfe_per_second(records: list[Record]) -> float | None:
     seconds = sum(r.seconds for r in records if math.isfinite(r.seconds))
     seconds += sum(float(kernel_field(r, "estimation_seconds") or 0.0) for r in records)
     return records[0].nfe * batches / seconds if seconds > 0 else None
+
+
+CLASSICAL = (("wiener_psnr", "Wiener"), ("rl_psnr", "Richardson–Lucy"))
+"""The classical baselines every blind and video table shows beside DDRM: Wiener and
+Richardson-Lucy (``ddrm_exp.restoration``) with the kernel DDRM used, per image."""
+
+
+def classical_stats(records: list[Record]) -> dict[str, Stat]:
+    """Mean PSNR of each classical baseline over the distinct images of ``records``."""
+    return {key: unique_mean(records, key) for key, _ in CLASSICAL}
+
+
+def has_classical(records: list[Record]) -> bool:
+    return any(r.values.get("wiener_psnr") is not None for r in records)

@@ -13,7 +13,14 @@ from ddrm_exp.report.cells import EMPTY_CELL, Cell, group, images_per_cell, uniq
 from ddrm_exp.report.records import Record, assumed_kernel, assumed_sigma, kernel_field
 from ddrm_exp.report.render import BAR_LABEL, error_bars, md_row, md_table, ordered, pyplot
 from ddrm_exp.report.spec import Curve, TableResult, TableSpec
-from ddrm_exp.report.tables.blind import KERNEL_LABELS, is_blind, nfe_per_second
+from ddrm_exp.report.tables.blind import (
+    CLASSICAL,
+    KERNEL_LABELS,
+    classical_stats,
+    has_classical,
+    is_blind,
+    nfe_per_second,
+)
 
 # Report Figure 8: assumed σ_y -> PSNR per assumed kernel ("total average PSNR").
 KERNELS = ("estimated", "gauss", "uniform", "aniso2d")
@@ -72,6 +79,19 @@ def _baseline_lines(
     return lines
 
 
+def _classical_lines(
+    records: list[Record], kernels: list[str], labels: dict[str, str]
+) -> list[str]:
+    """Wiener and Richardson-Lucy with each column's kernel (they assume no σ_y: one row each)."""
+    lines = ["", "### Classical deconvolution with the same kernel (no σ_y assumed)", ""]
+    lines += ["| method | " + " | ".join(labels[k] for k in kernels) + " |"]
+    lines += ["|" + "---|" * (len(kernels) + 1)]
+    stats = {k: classical_stats([r for r in records if assumed_kernel(r) == k]) for k in kernels}
+    for key, name in CLASSICAL:
+        lines.append(md_row([name, *(format_stat(stats[k][key]) for k in kernels)]))
+    return lines
+
+
 def render(spec: TableSpec, records: list[Record]) -> TableResult:
     cells = group(records, assumed_kernel, lambda r: f"{assumed_sigma(r):g}", split=False)
     kernels = ordered({k for k, _ in cells}, KERNELS)
@@ -102,6 +122,8 @@ def render(spec: TableSpec, records: list[Record]) -> TableResult:
         lines.append(md_row([f"{sigma:g}", *texts, measured]))
 
     lines += _baseline_lines(cells, kernels, sigmas, labels)
+    if has_classical(records):
+        lines += _classical_lines(records, kernels, labels)
     added = sorted({r.sigma_y for r in records})
     lines += [
         "",

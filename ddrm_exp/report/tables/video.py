@@ -27,6 +27,9 @@ HEADER = [
     "PSNR",
     "SSIM",
     "ΔPSNR vs independent",
+    "blurry PSNR",
+    "Wiener PSNR",
+    "RL PSNR",
     "flicker ↓",
     "warping error ↓",
     "NFE / frame",
@@ -70,6 +73,9 @@ def _row(spec: TableSpec, mode: str, cell: Cell, diff: Stat) -> tuple[str, dict[
             format_stat(cell.stats.get("psnr")),
             format_stat(cell.stats.get("ssim"), 3),
             format_stat(diff) if diff else "–",
+            format_stat(cell.stats.get("measurement_psnr")),
+            format_stat(cell.stats.get("wiener_psnr")),
+            format_stat(cell.stats.get("rl_psnr")),
             format_stat(flick, 4),
             format_stat(warp_err, 5),
             f"{nfe:.1f}",
@@ -84,6 +90,9 @@ def _row(spec: TableSpec, mode: str, cell: Cell, diff: Stat) -> tuple[str, dict[
         "psnr_ci95": cell.stats.get("psnr", {}).get("ci95"),
         "ssim_mean": cell.stats.get("ssim", {}).get("mean"),
         "psnr_diff_vs_independent": diff.get("mean"),
+        "measurement_psnr_mean": cell.stats.get("measurement_psnr", {}).get("mean"),
+        "wiener_psnr_mean": cell.stats.get("wiener_psnr", {}).get("mean"),
+        "rl_psnr_mean": cell.stats.get("rl_psnr", {}).get("mean"),
         "flicker_mean": flick.get("mean"),
         "warping_error_mean": warp_err.get("mean"),
         "nfe_per_frame": nfe,
@@ -109,7 +118,9 @@ def render(spec: TableSpec, records: list[Record]) -> TableResult:
     lines += [
         "",
         f"PSNR/SSIM: mean over frames ({images_per_cell(cells.values())}); {CI_NOTE}. ΔPSNR: "
-        "paired over the same frames. Flicker: "
+        "paired over the same frames. Blurry: the measured frame itself; Wiener, RL "
+        "(Richardson–Lucy): classical deconvolution of it with the kernel DDRM used in that "
+        "row (ddrm_exp.restoration). Flicker: "
         "mean |(x̂_k − x̂_{k−1}) − (x_k − x_{k−1})| over consecutive frames ([0, 1] units). "
         "Warping error: mean squared difference between x̂_k and x̂_{k−1} warped by the sharp "
         "frames' Farnebäck flow, non-occluded pixels (Lai et al. 2018); the sharp frames' own: "
