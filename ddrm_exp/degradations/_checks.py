@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from numbers import Integral, Real
-from typing import Any
+from typing import Any, TypedDict
 
 import torch
 
@@ -69,3 +69,24 @@ def as_dtype(dtype: Any) -> torch.dtype:
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise ConfigError(f"The operator dtype must be a floating torch dtype, got {dtype!r}.")
     return dtype
+
+
+class OperatorOptions(TypedDict, total=False):
+    """The keywords an operator takes besides its own parameters (configs build every operator
+    as ``Cls(shape=..., device=..., dtype=..., **params)``); see :func:`operator_options`."""
+
+    zero_threshold: float
+    device: str | torch.device
+    dtype: torch.dtype
+
+
+def operator_options(
+    options: OperatorOptions, zero_threshold: float
+) -> tuple[float, str | torch.device, torch.dtype]:
+    """``(zero_threshold, device, dtype)`` from ``options``, checked, with the defaults: the
+    operator family's ``zero_threshold``, the CPU and float32."""
+    unknown = sorted(set(options) - OperatorOptions.__optional_keys__)
+    if unknown:
+        raise TypeError(f"unexpected keyword argument(s): {', '.join(unknown)}")
+    threshold = as_float(options.get("zero_threshold", zero_threshold), "zero_threshold", low=0.0)
+    return threshold, options.get("device", "cpu"), as_dtype(options.get("dtype", torch.float32))

@@ -35,11 +35,16 @@ from __future__ import annotations
 
 import math
 from functools import cache
+from typing import Unpack
 
 import torch
 from torch import Tensor
 
-from ddrm_exp.degradations._checks import as_dtype, as_float, as_shape
+from ddrm_exp.degradations._checks import (
+    OperatorOptions,
+    as_shape,
+    operator_options,
+)
 from ddrm_exp.degradations.base import HFunctions
 from ddrm_exp.errors import ConfigError
 
@@ -169,13 +174,10 @@ class FFTBlur(HFunctions):
         shape: tuple[int, int, int],
         *,
         kernel: Tensor,
-        zero_threshold: float = ZERO_THRESHOLD,
-        device: str | torch.device = "cpu",
-        dtype: torch.dtype = torch.float32,
+        **options: Unpack[OperatorOptions],
     ) -> None:
         c, h, w = self.shape = as_shape(shape)
-        dtype = as_dtype(dtype)
-        zero_threshold = as_float(zero_threshold, "zero_threshold", low=0.0)
+        zero_threshold, device, dtype = operator_options(options, ZERO_THRESHOLD)
         kernels, batched = _as_kernels(kernel)
         self.per_image = batched
         self.batch = kernels.shape[0]

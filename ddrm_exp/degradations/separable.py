@@ -12,12 +12,17 @@ The 1-D matrix builders are public functions so tests and later operators can re
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, TypedDict, Unpack
+from typing import Any, Unpack
 
 import torch
 from torch import Tensor
 
-from ddrm_exp.degradations._checks import as_dtype, as_float, as_int, as_shape
+from ddrm_exp.degradations._checks import (
+    OperatorOptions,
+    as_int,
+    as_shape,
+    operator_options,
+)
 from ddrm_exp.degradations.base import HFunctions
 from ddrm_exp.degradations.kernels import bicubic_1d, kernel_from_spec
 from ddrm_exp.errors import ConfigError
@@ -136,15 +141,6 @@ def official_tiled_grid(s_r: Tensor, s_c: Tensor, channels: int = 3) -> Tensor:
 
 
 # ---- the generic operator --------------------------------------------------------------------
-class OperatorOptions(TypedDict, total=False):
-    """The keywords the operators built on :class:`SeparableOperator` pass on to it (the
-    defaults are its own)."""
-
-    zero_threshold: float
-    device: str | torch.device
-    dtype: torch.dtype
-
-
 class SeparableOperator(HFunctions):
     """Per channel ``H X = A_r X A_cᵀ``, ``A_r`` (m1 x H) on rows, ``A_c`` (m2 x W) on columns.
 
@@ -167,13 +163,10 @@ class SeparableOperator(HFunctions):
         *,
         rows: Tensor,
         cols: Tensor,
-        zero_threshold: float = ZERO_THRESHOLD,
-        device: str | torch.device = "cpu",
-        dtype: torch.dtype = torch.float32,
+        **options: Unpack[OperatorOptions],
     ) -> None:
         c, h, w = self.shape = as_shape(shape)
-        dtype = as_dtype(dtype)
-        zero_threshold = as_float(zero_threshold, "zero_threshold", low=0.0)
+        zero_threshold, device, dtype = operator_options(options, ZERO_THRESHOLD)
         rows = torch.as_tensor(rows, dtype=torch.float64).cpu()
         cols = torch.as_tensor(cols, dtype=torch.float64).cpu()
         for name, mat, size, axis in (("rows", rows, h, "height"), ("cols", cols, w, "width")):
