@@ -13,12 +13,12 @@ below it, the FFT operator zeroes 2-D ones (``|K(f)|``).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Unpack
 
 import torch
 from torch import Tensor
 
-from ddrm_exp.degradations._checks import as_float, as_shape
+from ddrm_exp.degradations._checks import OperatorOptions, as_float, as_shape
 from ddrm_exp.degradations.base import HFunctions
 from ddrm_exp.degradations.fft_blur import ZERO_THRESHOLD, FFTBlur, _as_kernels
 from ddrm_exp.degradations.kernels2d import kernel2d_from_spec, rank1_approximation
@@ -134,9 +134,7 @@ def blur2d_operator(
     *,
     kernel: Any,
     method: str = "auto",
-    zero_threshold: float = ZERO_THRESHOLD,
-    device: str | torch.device = "cpu",
-    dtype: torch.dtype = torch.float32,
+    **options: Unpack[OperatorOptions],
 ) -> HFunctions:
     """Degradation ``_target_``: the 2-D blur by the kernel that the spec ``kernel`` describes.
 
@@ -147,6 +145,4 @@ def blur2d_operator(
     alone switches type. See :func:`operator_for_kernel` for ``method`` and ``zero_threshold``.
     """
     k = kernel2d_from_spec(kernel, what="degradation.kernel", ignore_other_types=True)
-    return operator_for_kernel(
-        k, shape, device=device, method=method, zero_threshold=zero_threshold, dtype=dtype
-    )
+    return operator_for_kernel(k, shape, method=method, **options)
