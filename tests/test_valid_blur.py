@@ -247,3 +247,12 @@ def test_rank1_step_is_for_the_reports_operators_only() -> None:
     legacy, errors = AssumedBlur((3, 8, 8), border=None, **kw).prepare_kernels(k)
     assert errors[0] is not None and errors[0] > 0
     assert torch.linalg.matrix_rank(legacy[0]) == 1
+
+
+@pytest.mark.parametrize("border", ["valid", "zero", "reflect"])
+def test_the_projects_svd_protocol_check(border: str) -> None:
+    from ddrm_exp.degradations.dense import check_svd_protocol
+
+    k = motion_kernel(3, 0.5, generator=6)
+    op = BorderBlur((2, 5, 6), kernel=k, border=border, dtype=F64, eig_dtype=F64)
+    check_svd_protocol(op)
