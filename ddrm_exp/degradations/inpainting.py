@@ -18,16 +18,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ddrm_exp.degradations import masks
 from ddrm_exp.degradations._checks import as_dtype, as_shape
 from ddrm_exp.degradations.base import IdentityU
-from ddrm_exp.degradations.masks import (
-    LOREM_IPSUM,
-    box_mask,
-    fit_mask,
-    lorem_mask,
-    random_mask,
-    read_mask_file,
-)
 from ddrm_exp.degradations.official_masks import check_official_lorem, official_lorem_path
 from ddrm_exp.errors import ConfigError
 
@@ -45,8 +38,8 @@ def _given(mask_path: MaskPath) -> bool:
 
 def _file_mask(path: str | os.PathLike[str], h: int, w: int, what: str | None = None) -> Tensor:
     """The mask in the file ``path`` at the images' size; ``what``: the option that named it."""
-    mask = read_mask_file(path, what or "The mask file")
-    fitted = fit_mask(mask, h, w, f"{what}={path}" if what else f"The mask file {path}")
+    mask = masks.read_mask_file(path, what or "The mask file")
+    fitted = masks.fit_mask(mask, h, w, f"{what}={path}" if what else f"The mask file {path}")
     if fitted is not mask:
         mh, mw = mask.shape
         log.info("The mask %s is %dx%d; resampled by area to %dx%d.", path, mh, mw, h, w)
@@ -123,7 +116,7 @@ class RandomInpainting(Masking):
         dtype: torch.dtype = torch.float32,
     ) -> None:
         _, h, w = as_shape(shape)
-        mask = _mask_or_file(mask_path, h, w, lambda: random_mask(h, w, fraction, seed))
+        mask = _mask_or_file(mask_path, h, w, lambda: masks.random_mask(h, w, fraction, seed))
         super().__init__(shape, mask=mask, device=device, dtype=dtype)
         self.fraction = fraction
         self.seed = seed
@@ -146,7 +139,7 @@ class LoremInpainting(Masking):
         shape: tuple[int, int, int],
         *,
         source: str = "rendered",
-        text: str = LOREM_IPSUM,
+        text: str = masks.LOREM_IPSUM,
         font_size_frac: float = 0.08,
         line_spacing_frac: float = 0.16,
         stroke_frac: float = 0.05,
@@ -175,7 +168,9 @@ class LoremInpainting(Masking):
                 mask_path,
                 h,
                 w,
-                lambda: lorem_mask(h, w, text, font_size_frac, line_spacing_frac, stroke_frac),
+                lambda: masks.lorem_mask(
+                    h, w, text, font_size_frac, line_spacing_frac, stroke_frac
+                ),
             )
         super().__init__(shape, mask=mask, device=device, dtype=dtype)
         self.source = source
@@ -197,6 +192,6 @@ class BoxInpainting(Masking):
     ) -> None:
         _, h, w = as_shape(shape)
         mask = _mask_or_file(
-            mask_path, h, w, lambda: box_mask(h, w, height_frac, width_frac, center)
+            mask_path, h, w, lambda: masks.box_mask(h, w, height_frac, width_frac, center)
         )
         super().__init__(shape, mask=mask, device=device, dtype=dtype)
