@@ -28,7 +28,7 @@ class TemporalSettings:
 
     name: str = "independent"
     warm_start: bool = False
-    t_star: int = 300
+    t_star: int = 150  # conf/temporal/independent.yaml's, chosen on validation trees
     align: str = "flow"
     shared_noise: bool = False
     kernel_propagation: bool = False
