@@ -40,9 +40,9 @@ def _write_run(run_dir: Path, sampler: str = "ddrm", **extra: object) -> Path:
 
 def test_every_table_module_registers_its_spec_under_its_name() -> None:
     names = {m.stem for m in Path(tables_package.__file__).parent.glob("*.py")}
-    assert set(specs()) == {"table1", "table2", "figure8", "video", "runs"}
+    assert set(specs()) == {"table1", "table2", "figure8", "video", "runs", "baselines"}
     assert set(specs()) <= names
-    with pytest.raises(KeyError, match="known: figure8, runs"):
+    with pytest.raises(KeyError, match="known: baselines, figure8, runs"):
         get_spec("table9")
 
 
