@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
+from helpers import make_operator, tiny_prior
 from torch import Tensor, nn
 
 from ddrm_exp.degradations.base import HFunctions
@@ -25,33 +24,7 @@ from ddrm_exp.samplers import DDNM, DPS, DiffPIR, PiGDM, WarmStart, timestep_seq
 from ddrm_exp.samplers.ddnm import time_travel_indices
 from ddrm_exp.samplers.xt_loop import XtSampler
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 SHAPE = (3, 8, 8)
-
-
-def make_operator(name: str, shape: tuple[int, int, int] = SHAPE) -> HFunctions:
-    cfg = OmegaConf.load(CONF / "degradation" / f"{name}.yaml")
-    return instantiate(cfg, shape=shape, dtype=torch.float64)
-
-
-class TinyEps(nn.Module):
-    """A small nonlinear, time-dependent ε-network (its Jacobian is not symmetric or constant)."""
-
-    def __init__(self, channels: int = 3) -> None:
-        super().__init__()
-        g = torch.Generator().manual_seed(0)
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1, bias=True).double()
-        with torch.no_grad():
-            self.conv.weight.copy_(0.2 * torch.randn(self.conv.weight.shape, generator=g))
-            self.conv.bias.copy_(0.1 * torch.randn(self.conv.bias.shape, generator=g))
-
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        scale = (1.0 + t.double() / 1000.0).view(-1, 1, 1, 1)
-        return torch.tanh(self.conv(x) * scale)
-
-
-def tiny_prior(shape: tuple[int, int, int] = SHAPE) -> DiffusionPrior:
-    return DiffusionPrior(TinyEps(shape[0]), Schedule.linear(), shape[1:], shape[0], "tiny")
 
 
 def dense(op: HFunctions) -> Tensor:
@@ -467,7 +440,7 @@ def test_cli_runs_each_baseline(tmp_path: Path) -> None:
     for job in sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit()):
         summary = json.loads((job / "summary.json").read_text())
         sampler = summary["sampler"]
-        per_forward = 2 if sampler in ("pigdm", "dps") else 1  # a VJP: a forward and a backward
+        per_forward = 2 if sampler in ("pigdm", "dps", "mcg") else 1  # a VJP: forward + backward
         assert summary["nfe"] == per_forward * 4, sampler
         record = json.loads((job / "results.jsonl").read_text().splitlines()[0])
         assert record["sampler_params"]["timesteps"] == 3

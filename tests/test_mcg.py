@@ -120,6 +120,25 @@ def test_mcg_changes_the_result_and_keeps_no_graph() -> None:
     assert not out.requires_grad and out.grad_fn is None
 
 
+@pytest.mark.parametrize("grad_scale", [0.0, 1.0])
+def test_nfe_counts_every_forward_and_backward_pass(grad_scale: float) -> None:
+    """NFE is the network's work: a gradient step is a forward and a backward pass, as the
+    VJP baselines (DPS, ΠGDM) count it, so MCG's NFE is not flattered against theirs."""
+    net = TinyNet()
+    passes = {"forward": 0, "backward": 0}
+    net.register_forward_hook(lambda *_: passes.__setitem__("forward", passes["forward"] + 1))
+    net.register_full_backward_hook(
+        lambda *_: passes.__setitem__("backward", passes["backward"] + 1)
+    )
+    operator = op("colorize")
+    _, y = data(operator)
+    sampler = MCG(5, 1.0, 0.8, grad_scale=grad_scale)
+    pri = DiffusionPrior(net, Schedule.linear(), 8, 3, "tiny-test")
+    out = sampler.sample(pri, operator, y, 0.0, generator=torch.Generator().manual_seed(0))
+    assert out.nfe == sampler.nfe == passes["forward"] + passes["backward"]
+    assert passes["backward"] == (passes["forward"] if grad_scale else 0)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "needle"),
     [

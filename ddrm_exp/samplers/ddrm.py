@@ -325,7 +325,12 @@ class DDRM(ScheduledSampler):
 
     @property
     def nfe(self) -> int:
-        return len(timestep_sequence(self.timesteps))
+        return self.network_cost(len(timestep_sequence(self.timesteps)))
+
+    def network_cost(self, steps: int) -> int:
+        """Network evaluations of ``steps`` steps: one forward pass each (overridden where a
+        step also back-propagates through the network)."""
+        return steps
 
     # ---- the spectral update ----------------------------------------------------------------
     def initial_spectral(
@@ -436,7 +441,7 @@ class DDRM(ScheduledSampler):
                         problem = replace(problem, operator=operator)
                 if self.progress is not None:
                     self.progress(i + 1, len(steps))
-        return SampleResult(x0=x0, nfe=len(seq), trajectory=trajectory)
+        return SampleResult(x0=x0, nfe=self.network_cost(len(seq)), trajectory=trajectory)
 
     def network_step(
         self, problem: Problem, x_t: Tensor, t: Tensor, alpha_bar_t: float

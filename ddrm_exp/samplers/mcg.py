@@ -142,6 +142,11 @@ class MCG(DDRM):
         self.weighting = weighting
         self.grad_wrt = grad_wrt
 
+    def network_cost(self, steps: int) -> int:
+        # The gradient is a backward pass through the network, which costs about one more
+        # forward pass; counted as the VJP samplers (DPS, ΠGDM) count it.
+        return steps if self.grad_scale == 0.0 else 2 * steps
+
     def network_step(
         self, problem: Problem, x_t: Tensor, t: Tensor, alpha_bar_t: float
     ) -> tuple[Tensor, Tensor | None]:
