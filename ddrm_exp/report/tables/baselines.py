@@ -103,8 +103,8 @@ def render(spec: TableSpec, records: list[Record]) -> TableResult:
         f"Mean over the images of each cell ({images_per_cell(cells.values())}); Δ: the paired "
         f"difference method − {REFERENCE} over the same images and measurements; {CI_NOTE}. "
         "A PSNR of ∞ is an exact restoration (noiseless denoising); such images leave the PSNR "
-        "means and differences. NFE counts a VJP through the network (ΠGDM, DPS, DDRM+MCG) as two; "
-        "DDRM+MCG reports forwards only.",
+        "means and differences. NFE counts a step that back-propagates through the network "
+        "(ΠGDM, DPS, DDRM+MCG) as two.",
         *grouping.notes(),
     ]
     return TableResult("\n".join(lines), rows, {})
