@@ -18,7 +18,7 @@ conventions so that their results are comparable image by image:
 
 ``nfe`` counts network evaluations honestly: one per forward pass, and a vector-Jacobian
 product through the network (ΠGDM, DPS) counts two, its forward and its backward pass, which
-cost about the same. (``sampler=mcg`` reports forwards only.)
+cost about the same. ``sampler=mcg`` counts the same way.
 """
 
 from __future__ import annotations
