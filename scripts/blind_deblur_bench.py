@@ -231,7 +231,7 @@ def run_rank1(args: argparse.Namespace) -> None:
         )
         k_r1, errors = rank1_path.prepare_kernels(k_true)
         ncc_r1 = [normalized_cross_correlation(a, b) for a, b in zip(k_r1, k_true, strict=True)]
-        sep_op = rank1_path.for_kernels(k_r1)
+        sep_op = rank1_path.with_kernels(k_r1)
         for sigma in args.sigmas:
             y = measure(x, k_true, sigma, args.seed)
             arms = {
@@ -393,7 +393,7 @@ def run_estimators(args: argparse.Namespace) -> None:
                 if option == "classical" and args.rank1:
                     k_r1, _ = rank1_path.prepare_kernels(k_est)
                     out, secs = timed_sample(
-                        ddrm, prior, rank1_path.for_kernels(k_r1), y, sigma, args.seed
+                        ddrm, prior, rank1_path.with_kernels(k_r1), y, sigma, args.seed
                     )
                     got[RANK1_ROW] = (psnr(out.x0, x), k_r1, est_secs, est_secs + secs)
             out, secs = timed_sample(

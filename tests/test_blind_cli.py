@@ -51,11 +51,11 @@ def test_per_batch_operator_does_not_depend_on_the_batch() -> None:
     assert blur.per_image
     x = torch.rand(2, 3 * 16 * 16, dtype=torch.float32)
     kernels = torch.stack([motion, torch.nn.functional.pad(box, (2, 2, 2, 2))])
-    together = blur.for_kernels(kernels)
+    together = blur.with_kernels(kernels)
     assert isinstance(together, PerImageOperators)  # one FFT image, one separable
     assert together.singulars().shape == (2, 3 * 16 * 16)
     for i in range(2):
-        alone = blur.for_kernels(kernels[i : i + 1])
+        alone = blur.with_kernels(kernels[i : i + 1])
         torch.testing.assert_close(together.H(x)[i : i + 1], alone.H(x[i : i + 1]))
         torch.testing.assert_close(together.Vt(x)[i : i + 1], alone.Vt(x[i : i + 1]))
         y = alone.H(x[i : i + 1])
@@ -63,7 +63,7 @@ def test_per_batch_operator_does_not_depend_on_the_batch() -> None:
     # H = U Σ Vᵀ holds for the stacked operator too.
     s = together.singulars()
     torch.testing.assert_close(together.U(s * together.Vt(x)), together.H(x), atol=1e-5, rtol=0)
-    two_motion = blur.for_kernels(torch.stack([motion, motion.flip(0)]))
+    two_motion = blur.with_kernels(torch.stack([motion, motion.flip(0)]))
     assert isinstance(two_motion, FFTBlur) and two_motion.per_image
 
 

@@ -170,16 +170,16 @@ def test_assumed_blur_builds_the_border_model_it_is_given() -> None:
 
     ks = torch.stack([random_kernel(3, 3, 0), random_kernel(3, 3, 1)])
     valid = AssumedBlur((3, 8, 8), assumed_kernel="gt", border="valid", dtype=F64)
-    op = valid.for_kernels(ks)
+    op = valid.with_kernels(ks)
     assert isinstance(op, BorderBlur) and op.border == "valid" and operator_name(op) == "valid"
     x = torch.randn(2, 192, dtype=F64)
     for i in range(2):
         one = BorderBlur((3, 8, 8), kernel=ks[i], dtype=F64)
         assert torch.allclose(op.H(x)[i], one.H(x[i : i + 1])[0], atol=1e-5)
     taper = AssumedBlur((3, 8, 8), assumed_kernel="gt", border="taper")
-    assert operator_name(taper.for_kernels(ks)) == "taper"
+    assert operator_name(taper.with_kernels(ks)) == "taper"
     legacy = AssumedBlur((3, 8, 8), assumed_kernel="gt", border=None)
-    assert operator_name(legacy.for_kernels(ks)) == "fft"
+    assert operator_name(legacy.with_kernels(ks)) == "fft"
     with pytest.raises(ConfigError, match="border"):
         AssumedBlur((3, 8, 8), border="mirror")
 
@@ -222,7 +222,7 @@ def test_keep_sharp_returns_frames_with_a_delta_kernel_unrestored() -> None:
     kernels = torch.stack([sharp, random_kernel(5, 5, 3)])
     y = torch.rand(2, 192)
     bm = BatchMeasurement(
-        operator=assumed.for_kernels(kernels),
+        operator=assumed.with_kernels(kernels),
         y=y,
         kernels=kernels,
         estimates=kernels,

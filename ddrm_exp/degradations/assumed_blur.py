@@ -3,7 +3,7 @@
 :class:`AssumedBlur` is the ``_target_`` of ``conf/degradation/blur_{given,estimated}.yaml``: a
 fixed DDRM blur for the whole run, or, when the kernel comes from the data (the true kernel,
 ``gt``, or an estimate, ``estimated``), an operator built per batch from ``(B, kh, kw)`` kernels
-(:meth:`AssumedBlur.for_kernels`). :class:`PerImageOperators` joins operators of different kinds
+(:meth:`AssumedBlur.with_kernels`). :class:`PerImageOperators` joins operators of different kinds
 into one batch operator. How a run measures with them is :mod:`ddrm_exp.run.measurement`.
 """
 
@@ -139,7 +139,7 @@ class AssumedBlur(HFunctions):
     ``assumed_kernel``: ``gauss`` / ``uniform`` / ``aniso2d`` are DDRM's fixed blurs (see
     :data:`FIXED_KERNELS`); this object is then that operator for every image. ``gt`` (the
     true kernel: the dataset's, or ``true_kernel``) and ``estimated`` (the kernel estimator's)
-    differ per image: the runner calls :meth:`for_kernels` on every batch. Until then such an
+    differ per image: the runner calls :meth:`with_kernels` on every batch. Until then such an
     operator acts as the identity (a 1x1 delta kernel), so it can be built and inspected
     without data; measuring with it directly would be meaningless, and the runner never does.
 
@@ -268,7 +268,7 @@ class AssumedBlur(HFunctions):
             dtype=self.dtype,
         )
 
-    def for_kernels(self, kernels: Tensor) -> HFunctions:
+    def with_kernels(self, kernels: Tensor) -> HFunctions:
         """The operator of a batch whose image ``i`` is blurred by ``kernels[i]`` (kh, kw).
 
         Each image gets what ``method`` picks for its own kernel, so an image's result does not
@@ -283,15 +283,7 @@ class AssumedBlur(HFunctions):
         if len(ops) == 1:
             return ops[0]
         if all(isinstance(op, FFTBlur) for op in ops):
-            batched = FFTBlur(
-                self.shape,
-                kernel=kernels,
-                zero_threshold=self.zero_threshold,
-                device=self.device,
-                dtype=self.dtype,
-            )
-            batched.kernel2d = kernels.to(device=self.device, dtype=self.dtype)
-            return batched
+            return ops[0].with_kernels(kernels)
         return PerImageOperators(ops)
 
     def prepare_kernels(self, kernels: Tensor) -> tuple[Tensor, list[float | None]]:

@@ -33,6 +33,11 @@ class HFunctions(ABC):
     # (recorded with blind and real-blur results); None for every other operator.
     kernel2d: Tensor | None = None
 
+    def with_kernels(self, kernels: Tensor) -> HFunctions:
+        """An operator of this kind blurring by ``kernels`` ((kh, kw), or (B, kh, kw) with one
+        per image): what a blind run needs once each image's kernel is known."""
+        raise TypeError(f"{type(self).__name__} is not a blur whose kernel can be replaced.")
+
     # ---- the protocol -------------------------------------------------------------------------
     @abstractmethod
     def V(self, vec: Tensor) -> Tensor:

@@ -220,6 +220,19 @@ class FFTBlur(HFunctions):
         self.dup_src = (chan_off + dup_src.view(1, -1)).reshape(-1).to(device)
         self.dup_sign = real(dup_sign.repeat(c))
 
+    def with_kernels(self, kernels: Tensor) -> FFTBlur:
+        """This blur (its class, threshold, device and dtype) for ``kernels``: ``(kh, kw)``, or
+        ``(B, kh, kw)`` with one per image."""
+        op = type(self)(
+            self.shape,
+            kernel=kernels,
+            zero_threshold=self.zero_threshold,
+            device=self.kernel.device,
+            dtype=self.kernel.dtype,
+        )
+        op.kernel2d = op.kernel
+        return op
+
     # ---- helpers ---------------------------------------------------------------------------------
     def _check_batch(self, b: int) -> None:
         if self.per_image and b != self.batch:

@@ -15,7 +15,7 @@ the run measures ``y = H x + σ_y z`` (``HFunctions.measure``):
   ``uniform`` or ``aniso2d`` kernels (one operator for the run), the dataset's true kernel
   (``gt``) or a kernel estimated from each measurement (``estimated``, by the
   ``kernel_estimator`` group, reduced as in report §5.2). For the last two an operator is built
-  per batch from ``(B, kh, kw)`` kernels (:meth:`AssumedBlur.for_kernels`); the sampler, the
+  per batch from ``(B, kh, kw)`` kernels (:meth:`AssumedBlur.with_kernels`); the sampler, the
   ``H⁺y`` baseline and the residual metrics all use that operator.
 * **Datasets without blurry frames** (``samples``, ``folder``, ...) under a blind degradation
   are blurred by its ``true_kernel`` (circularly, as ``bsd_synthetic`` does), which is then
@@ -243,7 +243,7 @@ class MeasurementPlan:
             else:
                 raw = self._estimate(bm, x.shape, init_kernels)
             bm.kernels, bm.rank1_errors = assumed.prepare_kernels(raw)
-            bm.operator = assumed.for_kernels(bm.kernels)
+            bm.operator = assumed.with_kernels(bm.kernels)
             # Edge tapering works on the measurement (its blurry-frame metrics are taken above).
             if isinstance(bm.operator, TaperedFFTBlur):
                 bm.y = bm.operator.prepare_measurement(bm.y)
@@ -404,7 +404,7 @@ def _check_per_image(
         # A true kernel the method cannot model (method=separable with a kernel that is
         # not rank 1) fails here, before the model is loaded.
         k = first["kernel"] if from_dataset else assumed.true_kernel
-        assumed.for_kernels(k.unsqueeze(0))
+        assumed.with_kernels(k.unsqueeze(0))
 
 
 def _check_estimator(assumed: AssumedBlur, estimator_name: str, in_loop: bool) -> None:
