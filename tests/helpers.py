@@ -13,14 +13,21 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from omegaconf import DictConfig, open_dict
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+from torch import Tensor, nn
 
+from ddrm_exp.degradations.base import HFunctions
+from ddrm_exp.models.base import DiffusionPrior
+from ddrm_exp.models.schedule import Schedule
 from ddrm_exp.paths import CONF_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -162,3 +169,93 @@ def config_error(overrides: list[str], out_dir: Path) -> str:
     with pytest.raises(ConfigError) as info:
         run_job(overrides, out_dir)
     return str(info.value)
+
+
+# ---- sampler tests: a real operator config and a tiny network, in float64 -------------------
+
+
+def dense_h(op: HFunctions) -> Tensor:
+    """The explicit m x n matrix of ``op`` (column j = H e_j), written by the operator itself."""
+    return op.H(torch.eye(op.n, dtype=torch.float64)).T
+
+
+def dense_svd(op: HFunctions) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``op``'s dense H (m x n) and the full SVD of it computed by LAPACK, not by ``op``:
+    U (m x m), the singular values padded with zeros to n (those < 1e-9 set to zero) and Vᵀ
+    (n x n), so reference samplers can work component by component on all n coordinates."""
+    h = dense_h(op)
+    u, s_m, vh = torch.linalg.svd(h, full_matrices=True)
+    s = torch.zeros(op.n, dtype=torch.float64)
+    s[: s_m.shape[0]] = torch.where(s_m < 1e-9, 0.0, s_m)
+    return h, u, s, vh
+
+
+@dataclass(frozen=True)
+class Spectral:
+    """A batch of measurements in the coordinates of ``op``'s dense SVD (:func:`dense_svd`):
+    what the reference samplers, written coordinate by coordinate, start from."""
+
+    vh: Tensor  # (n, n) Vᵀ
+    s: Tensor  # (n,) singular values, zero-padded
+    ut_y: Tensor  # (batch, n) Uᵀy, zero-padded
+    sigma_0: float  # the noise level of y in [-1, 1] units: 2 σ_y
+
+    @classmethod
+    def of(cls, op: HFunctions, y: Tensor, sigma_y: float) -> Spectral:
+        _, u, s, vh = dense_svd(op)
+        ut_y = torch.zeros(y.shape[0], op.n, dtype=torch.float64)
+        ut_y[:, : u.shape[0]] = y @ u
+        return cls(vh=vh, s=s, ut_y=ut_y, sigma_0=2 * sigma_y)
+
+
+def make_operator(name: str, shape: tuple[int, int, int] = (3, 8, 8)) -> HFunctions:
+    """``conf/degradation/<name>.yaml``'s operator at ``shape``, in float64."""
+    cfg = OmegaConf.load(CONF_DIR / "degradation" / f"{name}.yaml")
+    return instantiate(cfg, shape=shape, dtype=torch.float64)
+
+
+def measurement(
+    op: HFunctions,
+    sigma_y: float,
+    *,
+    batch: int = 2,
+    shape: tuple[int, int, int] = (3, 8, 8),
+    seed: int = 1,
+) -> tuple[Tensor, Tensor]:
+    """Seeded float64 images ``x`` in [-1, 1] and ``y = Hx + 2 σ_y z`` (the noise seeded by
+    ``seed + 1``): the same problem every time a test asks for it."""
+    x = (
+        2
+        * torch.rand(
+            (batch, *shape), generator=torch.Generator().manual_seed(seed), dtype=torch.float64
+        )
+        - 1
+    )
+    y = op.H(x.flatten(1))
+    noise = torch.randn(
+        y.shape, generator=torch.Generator().manual_seed(seed + 1), dtype=torch.float64
+    )
+    return x, y + 2 * sigma_y * noise
+
+
+class TinyEps(nn.Module):
+    """A small nonlinear, time-dependent ε-network (its Jacobian is neither symmetric nor
+    constant), so sampler tests exercise a real network path."""
+
+    def __init__(self, channels: int = 3) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1, bias=True).double()
+        with torch.no_grad():
+            self.conv.weight.copy_(0.2 * torch.randn(self.conv.weight.shape, generator=g))
+            self.conv.bias.copy_(0.1 * torch.randn(self.conv.bias.shape, generator=g))
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        scale = (1.0 + t.double() / 1000.0).view(-1, 1, 1, 1)
+        return torch.tanh(self.conv(x) * scale)
+
+
+def tiny_eps_prior(shape: tuple[int, int, int] = (3, 8, 8)) -> DiffusionPrior:
+    """:class:`TinyEps` as a float64 prior of ``shape`` (not the bundled model: conftest's
+    ``tiny_prior`` fixture)."""
+    return DiffusionPrior(TinyEps(shape[0]), Schedule.linear(), shape[1:], shape[0], "tiny")

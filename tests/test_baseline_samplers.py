@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import make_operator, tiny_prior
+from helpers import Spectral, dense_h, make_operator, measurement, tiny_eps_prior
 from torch import Tensor, nn
 
 from ddrm_exp.degradations.base import HFunctions
@@ -23,23 +23,6 @@ from ddrm_exp.models.schedule import Schedule
 from ddrm_exp.samplers import DDNM, DPS, DiffPIR, PiGDM, WarmStart, timestep_sequence
 from ddrm_exp.samplers.ddnm import time_travel_indices
 from ddrm_exp.samplers.xt_loop import XtSampler
-
-SHAPE = (3, 8, 8)
-
-
-def dense(op: HFunctions) -> Tensor:
-    """The explicit m x n matrix of ``op``."""
-    return op.H(torch.eye(op.n, dtype=torch.float64)).T
-
-
-def measurement(op: HFunctions, sigma_y: float, batch: int = 2) -> tuple[Tensor, Tensor]:
-    g = torch.Generator().manual_seed(1)
-    x = 2 * torch.rand((batch, *SHAPE), generator=g, dtype=torch.float64) - 1
-    y = op.H(x.flatten(1))
-    y = y + 2 * sigma_y * torch.randn(
-        y.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64
-    )
-    return x, y
 
 
 def gens(batch: int = 2) -> list[torch.Generator]:
@@ -71,7 +54,7 @@ def reference(
     **kw: float,
 ) -> Tensor:
     """Each paper's update written with dense matrices (no SVD of ours), image by image."""
-    h = dense(op)
+    h = dense_h(op)
     h_pinv = torch.linalg.pinv(h)
     sched = prior.schedule
     seq = timestep_sequence(timesteps)
@@ -128,27 +111,18 @@ def reference(
 
 def dense_ddnm_plus(
     prior: DiffusionPrior,
-    op: HFunctions,
-    y: Tensor,
-    sigma_y: float,
+    problem: Spectral,
     timesteps: int,
     eta: float,
     generators: list[torch.Generator],
 ) -> Tensor:
     """DDNM⁺'s per-singular-value Σ_t, Φ_t (σ_y > 0) written component by component."""
-    h = dense(op)
-    u, s_m, vh = torch.linalg.svd(h, full_matrices=True)
-    n, m = op.n, h.shape[0]
-    s = torch.zeros(n, dtype=torch.float64)
-    s[:m] = torch.where(s_m < 1e-9, 0.0, s_m)
-    sigma_0 = 2 * sigma_y
+    vh, s, sigma_0 = problem.vh, problem.s, problem.sigma_0
+    n = s.shape[0]
     sched = prior.schedule
     seq = timestep_sequence(timesteps)
     out = []
-    for b in range(y.shape[0]):
-        g = generators[b]
-        ut_y = torch.zeros(n, dtype=torch.float64)
-        ut_y[:m] = u.T @ y[b]
+    for g, ut_y in zip(generators, problem.ut_y, strict=True):
         z0 = torch.randn(prior.shape, generator=g, dtype=torch.float64).flatten()
         x = math.sqrt(1 - sched.alpha_bar(seq[-1])) * z0
         for t, t_next in zip(reversed(seq), reversed([-1, *seq[:-1]]), strict=True):
@@ -179,7 +153,7 @@ OPERATORS = ["sr2", "inpaint_random", "colorize", "deblur_gauss"]
 
 @pytest.mark.parametrize("name", OPERATORS)
 def test_ddnm_equals_dense_reference(name: str) -> None:
-    op, prior = make_operator(name), tiny_prior()
+    op, prior = make_operator(name), tiny_eps_prior()
     _, y = measurement(op, 0.0)
     ours = DDNM(7, eta=0.85).sample(prior, op, y, 0.0, generator=gens())
     ref = reference("ddnm", prior, op, y, 0.0, 7, gens(), eta=0.85)
@@ -189,17 +163,17 @@ def test_ddnm_equals_dense_reference(name: str) -> None:
 
 @pytest.mark.parametrize("name", OPERATORS)
 def test_ddnm_plus_equals_dense_reference(name: str) -> None:
-    op, prior = make_operator(name), tiny_prior()
+    op, prior = make_operator(name), tiny_eps_prior()
     _, y = measurement(op, 0.1)
     ours = DDNM(7, eta=0.85).sample(prior, op, y, 0.1, generator=gens())
-    ref = dense_ddnm_plus(prior, op, y, 0.1, 7, 0.85, gens())
+    ref = dense_ddnm_plus(prior, Spectral.of(op, y, 0.1), 7, 0.85, gens())
     torch.testing.assert_close(ours.x0, ref, rtol=1e-9, atol=1e-9)
 
 
 @pytest.mark.parametrize("name", ["sr2", "inpaint_random", "colorize"])
 @pytest.mark.parametrize("sigma_y", [0.0, 0.1])
 def test_pigdm_equals_dense_reference(name: str, sigma_y: float) -> None:
-    op, prior = make_operator(name), tiny_prior()
+    op, prior = make_operator(name), tiny_eps_prior()
     _, y = measurement(op, sigma_y)
     for decay in ("none", "alpha_bar"):
         sampler = PiGDM(5, eta=0.7, guidance_decay=decay)
@@ -211,7 +185,7 @@ def test_pigdm_equals_dense_reference(name: str, sigma_y: float) -> None:
 
 @pytest.mark.parametrize("name", ["sr2", "inpaint_random", "deblur_gauss"])
 def test_dps_equals_dense_reference(name: str) -> None:
-    op, prior = make_operator(name), tiny_prior()
+    op, prior = make_operator(name), tiny_eps_prior()
     _, y = measurement(op, 0.05)
     ours = DPS(5, zeta=0.7).sample(prior, op, y, 0.05, generator=gens())
     ref = reference("dps", prior, op, y, 0.05, 5, gens(), zeta=0.7)
@@ -222,7 +196,7 @@ def test_dps_equals_dense_reference(name: str) -> None:
 @pytest.mark.parametrize("name", OPERATORS)
 @pytest.mark.parametrize("sigma_y", [0.0, 0.05])
 def test_diffpir_equals_dense_reference(name: str, sigma_y: float) -> None:
-    op, prior = make_operator(name), tiny_prior()
+    op, prior = make_operator(name), tiny_eps_prior()
     _, y = measurement(op, sigma_y)
     ours = DiffPIR(6, lam=2.0, zeta=0.3).sample(prior, op, y, sigma_y, generator=gens())
     ref = reference("diffpir", prior, op, y, sigma_y, 6, gens(), lam=2.0, zeta=0.3)
@@ -233,7 +207,7 @@ def test_diffpir_equals_dense_reference(name: str, sigma_y: float) -> None:
 @pytest.mark.parametrize("name", ["sr2", "sr4", "inpaint_random", "inpaint_box", "colorize", "cs2"])
 def test_ddnm_noiseless_is_exactly_consistent(name: str) -> None:
     """σ_y = 0: the last step returns H⁺y + (I − H⁺H) x̂_0, so H x̂ = y to round-off."""
-    op, prior = make_operator(name), tiny_prior()
+    op, prior = make_operator(name), tiny_eps_prior()
     _, y = measurement(op, 0.0)
     x_hat = DDNM(6, eta=0.85).sample(prior, op, y, 0.0, generator=gens()).x0
     residual = op.H(x_hat.flatten(1)) - y
@@ -250,7 +224,7 @@ def test_time_travel_schedule() -> None:
     assert moves[:5] == [(800, 600), (600, 400), (400, 600), (600, 800), (800, 600)]
     descending = sum(1 for t, t_next in moves if t_next < t)
     assert travel.nfe == descending == len(timestep_sequence(5)) + 4
-    op, prior = make_operator("sr2"), tiny_prior()
+    op, prior = make_operator("sr2"), tiny_eps_prior()
     _, y = measurement(op, 0.0)
     out = travel.sample(prior, op, y, 0.0, generator=gens(), return_trajectory=True)
     assert out.nfe == travel.nfe == len(out.trajectory)
@@ -262,7 +236,7 @@ SAMPLERS: list[XtSampler] = [DDNM(8), PiGDM(8), DPS(8), DiffPIR(8)]
 
 @pytest.mark.parametrize("sampler", SAMPLERS, ids=lambda s: s.name)
 def test_nfe_property_batch_independence_and_trajectory(sampler: XtSampler) -> None:
-    op, prior = make_operator("sr2"), tiny_prior()
+    op, prior = make_operator("sr2"), tiny_eps_prior()
     _, y = measurement(op, 0.05, batch=3)
     three = [torch.Generator().manual_seed(100 + i) for i in range(3)]
     full = sampler.sample(prior, op, y, 0.05, generator=three, return_trajectory=True)
@@ -275,7 +249,7 @@ def test_nfe_property_batch_independence_and_trajectory(sampler: XtSampler) -> N
 
 @pytest.mark.parametrize("sampler", SAMPLERS, ids=lambda s: s.name)
 def test_warm_start_runs_only_the_low_steps(sampler: XtSampler) -> None:
-    op, prior = make_operator("inpaint_random"), tiny_prior()
+    op, prior = make_operator("inpaint_random"), tiny_eps_prior()
     x, y = measurement(op, 0.0)
     seq = timestep_sequence(8)
     warm = WarmStart(x0=x, t_star=seq[3])
@@ -326,7 +300,7 @@ def gaussian_problem(name: str, sigma_y: float, draws: int) -> tuple:
     sched = Schedule.linear()
     prior = DiffusionPrior(WhiteGaussianEps(sched), sched, GAUSS_SHAPE[1:], 3, "white")
     op = make_operator(name, GAUSS_SHAPE)
-    h = dense(op)
+    h = dense_h(op)
     g = torch.Generator().manual_seed(0)
     x = PRIOR_MEAN + torch.randn(op.n, generator=g, dtype=torch.float64)
     y = h @ x + 2 * sigma_y * torch.randn(h.shape[0], generator=g, dtype=torch.float64)
@@ -401,7 +375,7 @@ def test_diffpir_with_lambda_zero_is_consistent() -> None:
     network's x̂_0 by ρ_t = λσ_n²/σ̄_t²: with λ = 0 it is the projection onto {Hx = y}, so the
     result is consistent with y exactly; with λ > 0 the residual stays, shrunk by
     ρ_0/(s² + ρ_0) at the last step."""
-    op, prior = make_operator("sr2"), tiny_prior()
+    op, prior = make_operator("sr2"), tiny_eps_prior()
     _, y = measurement(op, 0.0)
     exact = DiffPIR(6, lam=0.0).sample(prior, op, y, 0.0, generator=gens()).x0
     assert (op.H(exact.flatten(1)) - y).abs().max() < 1e-12

@@ -16,11 +16,10 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from helpers import compose_cfg, run_job
+from helpers import compose_cfg, run_job, tiny_eps_prior
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
-from test_sampler import tiny_prior
 
 from ddrm_exp.config import instantiate_config
 from ddrm_exp.datasets import SampleImages
@@ -192,7 +191,7 @@ def test_per_image_kernels_equal_separate_operators() -> None:
 def test_sampler_with_per_image_kernels_equals_separate_runs(sampler: DDRM) -> None:
     """(B, n) singulars: one batched run gives each image what its own operator gives."""
     shape = (3, 16, 16)
-    prior = tiny_prior(shape)  # float64 end to end, so the comparison can be tight
+    prior = tiny_eps_prior(shape)  # float64 end to end, so the comparison can be tight
     kernels = torch.stack([motion_kernel(9, 0.2, generator=s) for s in (4, 5)])
     batch_op = FFTBlur(shape, kernel=kernels, dtype=torch.float64)
     x = torch.rand(2, *shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)

@@ -3,72 +3,27 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
-from torch import Tensor, nn
+from helpers import Spectral, make_operator, measurement, tiny_eps_prior
+from torch import Tensor
 
-from ddrm_exp.degradations.base import HFunctions
 from ddrm_exp.models.base import DiffusionPrior
-from ddrm_exp.models.schedule import Schedule
 from ddrm_exp.samplers import DDRM, timestep_sequence
-
-CONF = Path(__file__).resolve().parents[1] / "conf"
-
-
-def make_operator(name: str, shape: tuple[int, int, int]) -> HFunctions:
-    cfg = OmegaConf.load(CONF / "degradation" / f"{name}.yaml")
-    return instantiate(cfg, shape=shape, dtype=torch.float64)
-
-
-class TinyEps(nn.Module):
-    """A small nonlinear, time-dependent ε-network, so the test exercises a real network path."""
-
-    def __init__(self, channels: int = 3) -> None:
-        super().__init__()
-        g = torch.Generator().manual_seed(0)
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1, bias=True).double()
-        with torch.no_grad():
-            self.conv.weight.copy_(0.2 * torch.randn(self.conv.weight.shape, generator=g))
-            self.conv.bias.copy_(0.1 * torch.randn(self.conv.bias.shape, generator=g))
-
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        scale = (1.0 + t.double() / 1000.0).view(-1, 1, 1, 1)
-        return torch.tanh(self.conv(x) * scale)
-
-
-def tiny_prior(shape: tuple[int, int, int]) -> DiffusionPrior:
-    return DiffusionPrior(TinyEps(shape[0]), Schedule.linear(), shape[1:], shape[0], "tiny")
-
-
-def dense_svd(op: HFunctions) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """The explicit matrix H (m x n) and its SVD with singular values < 1e-9 set to zero."""
-    eye = torch.eye(op.n, dtype=torch.float64)
-    h = op.H(eye).T  # column j = H e_j
-    u, s, vh = torch.linalg.svd(h, full_matrices=True)
-    s = torch.where(s < 1e-9, torch.zeros_like(s), s)
-    return h, u, s, vh
 
 
 def reference_ddrm(
     prior: DiffusionPrior,
-    op: HFunctions,
-    y: Tensor,
-    sigma_y: float,
+    problem: Spectral,
     timesteps: int,
     eta: float,
     eta_b: float,
     generators: list[torch.Generator],
 ) -> Tensor:
     """Eq. (8)-(9) written out component by component on a dense SVD."""
-    _, u, s_min, vh = dense_svd(op)
-    n, m = op.n, u.shape[0]
-    s = torch.zeros(n, dtype=torch.float64)
-    s[: s_min.shape[0]] = s_min
-    sigma_0 = 2 * sigma_y
+    vh, s, sigma_0 = problem.vh, problem.s, problem.sigma_0
+    n = s.shape[0]
     sched = prior.schedule
     seq = timestep_sequence(timesteps)
 
@@ -77,10 +32,7 @@ def reference_ddrm(
         return math.sqrt(1 - a) / math.sqrt(a)
 
     out = []
-    for b in range(y.shape[0]):
-        g = generators[b]
-        ut_y = torch.zeros(n, dtype=torch.float64)
-        ut_y[:m] = u.T @ y[b]
+    for g, ut_y in zip(generators, problem.ut_y, strict=True):
         y_bar = torch.where(s > 0, ut_y / torch.where(s > 0, s, 1.0), 0.0)
         z = torch.randn(prior.shape, generator=g, dtype=torch.float64).flatten()
         z_bar = vh @ z
@@ -149,13 +101,8 @@ FAMILIES = [
 def test_efficient_sampler_equals_dense_reference(name: str, size: int, sigma_y: float) -> None:
     shape = (3, size, size)
     op = make_operator(name, shape)
-    prior = tiny_prior(shape)
-    x = torch.rand((2, *shape), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    x = 2 * x - 1
-    y = op.H(x.flatten(1))
-    y = y + 2 * sigma_y * torch.randn(
-        y.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64
-    )
+    prior = tiny_eps_prior(shape)
+    _, y = measurement(op, sigma_y, shape=shape)
     # few steps keep the dense per-component reference fast; 7 also exercises len(seq) = N + 1
     timesteps, eta, eta_b = 7, 0.85, 0.7
 
@@ -163,7 +110,7 @@ def test_efficient_sampler_equals_dense_reference(name: str, size: int, sigma_y:
         return [torch.Generator().manual_seed(10 + i) for i in range(2)]
 
     ours = DDRM(timesteps, eta, eta_b).sample(prior, op, y, sigma_y, generator=gens())
-    ref = reference_ddrm(prior, op, y, sigma_y, timesteps, eta, eta_b, gens())
+    ref = reference_ddrm(prior, Spectral.of(op, y, sigma_y), timesteps, eta, eta_b, gens())
     assert ours.nfe == len(timestep_sequence(timesteps)) == 8
     torch.testing.assert_close(ours.x0, ref, rtol=1e-7, atol=1e-7)
 
@@ -179,12 +126,8 @@ def test_timestep_sequence_matches_official_skip() -> None:
 def test_deterministic_and_batch_independent() -> None:
     shape = (3, 8, 8)
     op = make_operator("sr2", shape)
-    prior = tiny_prior(shape)
-    x = (
-        2 * torch.rand((3, *shape), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-        - 1
-    )
-    y = op.H(x.flatten(1))
+    prior = tiny_eps_prior(shape)
+    _, y = measurement(op, 0.0, batch=3, shape=shape, seed=0)
     sampler = DDRM(10, 0.85, 1.0)
 
     def gens(idx: list[int]) -> list[torch.Generator]:
@@ -200,12 +143,8 @@ def test_deterministic_and_batch_independent() -> None:
 def test_explicit_initial_noise_and_trajectory() -> None:
     shape = (3, 8, 8)
     op = make_operator("colorize", shape)
-    prior = tiny_prior(shape)
-    x = (
-        2 * torch.rand((1, *shape), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-        - 1
-    )
-    y = op.H(x.flatten(1))
+    prior = tiny_eps_prior(shape)
+    _, y = measurement(op, 0.0, batch=1, shape=shape, seed=0)
     noise = torch.randn(
         (1, *shape), generator=torch.Generator().manual_seed(5), dtype=torch.float64
     )
@@ -230,15 +169,14 @@ def test_negative_sigma_rejected() -> None:
     shape = (3, 8, 8)
     op = make_operator("denoise", shape)
     with pytest.raises(ValueError, match="sigma_y"):
-        DDRM().sample(tiny_prior(shape), op, torch.zeros(1, op.m, dtype=torch.float64), -0.1)
+        DDRM().sample(tiny_eps_prior(shape), op, torch.zeros(1, op.m, dtype=torch.float64), -0.1)
 
 
 def test_clip_x0_bounds_the_estimate_and_is_off_by_default() -> None:
     shape = (3, 8, 8)
     op = make_operator("colorize", shape)
-    prior = tiny_prior(shape)
-    x = 2 * torch.rand((2, *shape), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    y = op.H((x - 1).flatten(1))
+    prior = tiny_eps_prior(shape)
+    _, y = measurement(op, 0.0, shape=shape, seed=0)
 
     def gens() -> list[torch.Generator]:
         return [torch.Generator().manual_seed(i) for i in range(2)]
