@@ -2,20 +2,23 @@
 
 The runner writes one :class:`ResultLine` per restored image to ``results.jsonl`` (beside
 ``config_resolved.yaml``) and one :class:`RunSummary` to ``summary.json``; these TypedDicts are
-the schema both the writers and the tables read. :func:`load_records` flattens the lines of every
-run directory under some paths into :class:`Record` objects, filling in the degradation settings
-of records older than the field so an old run never pools with a differently-set new one.
+the schema both sides use. Every record the runner writes passes :func:`encode`, which refuses a
+field its schema does not declare, and :func:`load_records` reads lines back through
+:func:`decode`, which keeps the declared fields: a field declared here is written and read, one
+that is not can be neither. The loader flattens the lines of every run directory under some
+paths into :class:`Record` objects, filling in the degradation settings of records older than
+the field so an old run never pools with a differently-set new one.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, TypedDict, TypeVar
 
 Stat = dict[str, Any]  # mean_ci's output: mean, std, ci95, n (, min, max, values)
 
@@ -44,6 +47,7 @@ class TemporalInfo(TypedDict, total=False):
     shared_noise: bool
     kernel_propagation: bool
     warm_started: bool
+    kernel_propagated: bool
     flicker: float | None
     warping_error: float | None
     warping_error_sharp: float | None
@@ -110,6 +114,53 @@ class RunSummary(TypedDict, total=False):
     sequences: Any
     psnr_note: str
     lpips_note: str
+
+
+# ---- the one way records are written and read back ------------------------------------------
+Schema = TypeVar("Schema", ResultLine, RunSummary)
+# Fields whose values have a schema of their own, checked the same way.
+_NESTED: dict[type, dict[str, type]] = {
+    ResultLine: {"kernel": KernelInfo, "temporal": TemporalInfo},
+    RunSummary: {},
+}
+
+
+class SchemaError(ValueError):
+    """A writer gave a record a field its schema does not declare."""
+
+
+def _undeclared(schema: type, fields: Mapping[str, Any], where: str) -> list[str]:
+    declared = schema.__annotations__
+    bad = [f"{where}{k}" for k in fields if k not in declared]
+    for key, sub in _NESTED.get(schema, {}).items():
+        value = fields.get(key)
+        if isinstance(value, Mapping):
+            bad += _undeclared(sub, value, f"{where}{key}.")
+    return bad
+
+
+def encode(schema: type[Schema], fields: Mapping[str, Any]) -> Schema:
+    """``fields`` as a ``schema`` record (:class:`ResultLine` or :class:`RunSummary`), in the
+    writer's order: what the runner writes to ``results.jsonl`` / ``summary.json``.
+
+    A field ``schema`` does not declare raises :class:`SchemaError`, so a new field is declared
+    here, where :func:`decode` (and so every table) sees it, before any run can write it."""
+    bad = _undeclared(schema, fields, "")
+    if bad:
+        raise SchemaError(
+            f"{', '.join(bad)}: not declared in ddrm_exp.report.records.{schema.__name__}; "
+            "declare a field there before a run writes it."
+        )
+    return dict(fields)  # type: ignore[return-value]
+
+
+def decode(schema: type[Schema], value: Any) -> Schema | None:
+    """A record read back (parsed JSON) as a ``schema`` record: its declared top-level fields;
+    None for what is not one (not an object, or a results line without ``index``)."""
+    if not isinstance(value, dict) or (schema is ResultLine and "index" not in value):
+        return None
+    declared = schema.__annotations__
+    return {k: v for k, v in value.items() if k in declared}  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -276,8 +327,9 @@ def load_records(paths: Iterable[Path]) -> list[Record]:
     for run_dir in find_run_dirs(paths):
         for line in (run_dir / "results.jsonl").read_text().splitlines():
             try:
-                r = json.loads(line)
+                r = decode(ResultLine, json.loads(line))
             except json.JSONDecodeError:
                 continue  # a torn last line of a killed run
-            records.append(_record(r, run_dir, configs))
+            if r is not None:
+                records.append(_record(r, run_dir, configs))
     return records

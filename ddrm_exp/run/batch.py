@@ -21,6 +21,7 @@ from ddrm_exp.degradations.base import HFunctions
 from ddrm_exp.errors import RunError
 from ddrm_exp.metrics.image import LPIPSMetric, psnr, ssim
 from ddrm_exp.models.base import DiffusionPrior
+from ddrm_exp.report.records import ResultLine, encode
 from ddrm_exp.run.measurement import BatchMeasurement
 from ddrm_exp.run.outputs import IMAGE_KINDS, image_paths, measurement_png_path
 from ddrm_exp.run.seeding import STREAM_MEASUREMENT, STREAM_SAMPLER, image_generators
@@ -121,10 +122,10 @@ class BatchOutcome:
         j: int,
         head: dict[str, Any],
         tail: dict[str, Any],
-    ) -> dict[str, Any]:
+    ) -> ResultLine:
         """Image ``j``'s results line: ``head`` after its name, ``tail`` before the hash."""
         index, name = self.indices[j], self.names[j]
-        record = {
+        record: dict[str, Any] = {
             "index": index,
             "name": name,
             **head,
@@ -141,7 +142,7 @@ class BatchOutcome:
             record.update(
                 s.plan.record(self.measured, j, out_dir, index, name, s.options.save_images)
             )
-        return record
+        return encode(ResultLine, record)
 
 
 def input_record(s: Setup, index: int) -> dict[str, Any]:

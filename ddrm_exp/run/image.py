@@ -181,8 +181,7 @@ def finish(
     missing = num_images - len(records)
     if missing:
         raise RuntimeError(f"{missing} of {num_images} images have no result in {out_dir}.")
-    summary = build_summary(s, records, lpips_note=lpips_note)
-    summary["config_hash"] = results.fingerprint
+    summary = build_summary(s, records, lpips_note, {"config_hash": results.fingerprint})
     write_json_atomic(out_dir / SUMMARY_NAME, summary)
     tracker.log_summary(summary, grid_path if grid else None)
     return summary

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from ddrm_exp.metrics.summary import CI_NOTE, format_stat, mean_ci
+from ddrm_exp.report.records import RunSummary, encode
 from ddrm_exp.run.setup import Setup
 
 
@@ -18,9 +20,13 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def build_summary(
-    s: Setup, records: list[dict[str, Any]], lpips_note: str | None
-) -> dict[str, Any]:
-    """The run's summary.json: means with CIs of every metric, speed and the run's settings."""
+    s: Setup,
+    records: list[dict[str, Any]],
+    lpips_note: str | None,
+    tail: Mapping[str, Any],
+) -> RunSummary:
+    """The run's summary.json: means with CIs of every metric, speed and the run's settings,
+    then the task's own fields (``tail``: the video's temporal ones, the config hash)."""
     seconds = [float(r["seconds"]) for r in records]
     # The mean NFE per image: a warm-started video frame takes fewer steps than the first one.
     nfes = [int(r["nfe"]) for r in records]
@@ -56,7 +62,7 @@ def build_summary(
     note = infinite_psnr_note(records, s.sigma_y)
     if note:
         summary["psnr_note"] = note
-    return summary
+    return encode(RunSummary, {**summary, **tail})
 
 
 def infinite_psnr_note(records: list[dict[str, Any]], sigma_y: float) -> str | None:

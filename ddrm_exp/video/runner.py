@@ -272,11 +272,13 @@ class VideoRun:
             out_dir, merged, self.grid_rows, s.options.grid_max_images, grid_path, s.options.style
         )
         records = [merged[i] for i in sorted(merged)]
-        summary = build_summary(s, records, lpips_note=self.metrics.lpips.reason)
-        summary["task"] = "video"
-        summary["temporal"] = temporal_summary(records, self.temporal)
-        summary["sequences"] = seq_summaries
-        summary["config_hash"] = s.fingerprint
+        tail = {
+            "task": "video",
+            "temporal": temporal_summary(records, self.temporal),
+            "sequences": seq_summaries,
+            "config_hash": s.fingerprint,
+        }
+        summary = build_summary(s, records, self.metrics.lpips.reason, tail)
         write_json_atomic(out_dir / SUMMARY_NAME, summary)
         tracker.log_summary(summary, grid_path if grid else None)
         return summary
