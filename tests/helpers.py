@@ -171,6 +171,18 @@ def config_error(overrides: list[str], out_dir: Path) -> str:
     return str(info.value)
 
 
+def table_row(markdown: str, header_start: str, row_start: str) -> dict[str, str]:
+    """The cells of the markdown table row starting with ``row_start``, by the column names
+    of the header line starting with ``header_start``."""
+    lines = markdown.splitlines()
+    header = next(line for line in lines if line.startswith(header_start))
+    row = next(line for line in lines if line.startswith(row_start))
+    cols = [c.strip() for c in header.strip("|").split("|")]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert len(cols) == len(cells), (header, row)
+    return dict(zip(cols, cells, strict=True))
+
+
 # ---- sampler tests: a real operator config and a tiny network, in float64 -------------------
 
 

@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import Spectral, dense_h, make_operator, measurement, tiny_eps_prior
+from helpers import Spectral, dense_h, make_operator, measurement, run_cli, tiny_eps_prior
 from torch import Tensor, nn
 
 from ddrm_exp.degradations.base import HFunctions
@@ -400,15 +397,7 @@ def test_cli_runs_each_baseline(tmp_path: Path) -> None:
         "save_images=false",
         f"hydra.sweep.dir={sweep}",
     ]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HYDRA_FULL_ERROR", "WANDB_"))}
-    proc = subprocess.run(
-        [sys.executable, "-m", "ddrm_exp", *args],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run_cli(args, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     seen = set()
     for job in sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit()):

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import tiny_eps_prior
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
-from torch import Tensor, nn
+from torch import Tensor
 
 from ddrm_exp.datasets import SampleImages
 from ddrm_exp.degradations.fft_blur import FFTBlur, blur_circular
@@ -20,31 +21,11 @@ from ddrm_exp.degradations.kernels2d import (
 from ddrm_exp.errors import ConfigError
 from ddrm_exp.metrics.image import psnr
 from ddrm_exp.models.base import DiffusionPrior
-from ddrm_exp.models.schedule import Schedule
 from ddrm_exp.samplers import DDRM, InLoopKernelDDRM, SampleResult
 from ddrm_exp.samplers.blind import kernel_normal_equations, project_simplex
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 SIGMA_Y = 0.02
-
-
-class SmallEps(nn.Module):
-    """A fixed nonlinear, time-dependent float64 ε-network: exact comparisons, no training."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        g = torch.Generator().manual_seed(3)
-        self.conv = nn.Conv2d(3, 3, 3, padding=1).double()
-        with torch.no_grad():
-            self.conv.weight.copy_(0.2 * torch.randn(self.conv.weight.shape, generator=g))
-            self.conv.bias.copy_(0.1 * torch.randn(self.conv.bias.shape, generator=g))
-
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        return torch.tanh(self.conv(x) * (1.0 + t.double() / 1000.0).view(-1, 1, 1, 1))
-
-
-def small_prior(size: int) -> DiffusionPrior:
-    return DiffusionPrior(SmallEps(), Schedule.linear(), size, 3, "small")
 
 
 def gens(idx: list[int]) -> list[torch.Generator]:
@@ -151,7 +132,7 @@ def test_blind_restoration_beats_the_blurry_input(
 @pytest.mark.parametrize("fixed", [{"kernel_steps": 0}, {"start_fraction": 1.0}])
 def test_fixed_true_kernel_is_plain_ddrm(fixed: dict[str, float]) -> None:
     shape = (3, 16, 16)
-    prior = small_prior(16)
+    prior = tiny_eps_prior((3, 16, 16))
     kernels = torch.stack([motion_kernel(7, 0.5, generator=s) for s in (1, 2)])
     x = 2 * torch.rand(2, *shape, generator=torch.Generator().manual_seed(0)).double() - 1
     y = blur_circular(x, kernels).flatten(1)
@@ -173,7 +154,7 @@ def test_fixed_true_kernel_is_plain_ddrm(fixed: dict[str, float]) -> None:
 
 def test_deterministic_and_batch_independent_with_langevin() -> None:
     shape = (3, 16, 16)
-    prior = small_prior(16)
+    prior = tiny_eps_prior((3, 16, 16))
     kernels = torch.stack([motion_kernel(7, 0.5, generator=s) for s in (3, 4, 5)])
     x = 2 * torch.rand(3, *shape, generator=torch.Generator().manual_seed(1)).double() - 1
     y = blur_circular(x, kernels).flatten(1)
@@ -228,7 +209,7 @@ def test_bad_parameters_raise(kwargs: dict[str, object], needle: str) -> None:
 def test_needs_an_fft_blur_and_builds_from_its_config() -> None:
     sampler = instantiate(OmegaConf.load(CONF / "sampler" / "ddrm_blind.yaml"))
     assert isinstance(sampler, InLoopKernelDDRM) and sampler.name == "ddrm_blind"
-    prior = small_prior(16)
+    prior = tiny_eps_prior((3, 16, 16))
     y = torch.zeros(1, 3 * 16 * 16, dtype=torch.float64)
     with pytest.raises(TypeError, match="FFTBlur"):
         sampler.sample(prior, object(), y, 0.0)  # type: ignore[arg-type]
@@ -239,7 +220,7 @@ def test_init_kernel_of_any_sum_and_smaller_size_is_plain_ddrm_with_it() -> None
     """A 5x5 init_kernel of sum 3 in a 7x7 sampler, updates off: DDRM with that kernel, padded
     about its centre and normalised."""
     shape = (3, 16, 16)
-    prior = small_prior(16)
+    prior = tiny_eps_prior((3, 16, 16))
     small = torch.stack([motion_kernel(5, 0.5, generator=s) for s in (6, 7)])
     padded = torch.nn.functional.pad(small, (1, 1, 1, 1))
     x = 2 * torch.rand(2, *shape, generator=torch.Generator().manual_seed(2)).double() - 1
@@ -275,7 +256,7 @@ def test_init_kernel_of_any_sum_and_smaller_size_is_plain_ddrm_with_it() -> None
     ],
 )
 def test_bad_init_kernel_raises(init_kernel: object, needle: str) -> None:
-    prior = small_prior(16)
+    prior = tiny_eps_prior((3, 16, 16))
     op = FFTBlur((3, 16, 16), kernel=delta(7), dtype=torch.float64)
     y = torch.zeros(2, 3 * 16 * 16, dtype=torch.float64)
     sampler = InLoopKernelDDRM(4, kernel_size=7)

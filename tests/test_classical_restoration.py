@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import table_row
 
 from ddrm_exp.degradations.fft_blur import blur_circular
 from ddrm_exp.errors import ConfigError
@@ -161,12 +162,9 @@ def test_table2_has_wiener_and_rl_columns(tmp_path: Path) -> None:
 
     records = _records(tmp_path, [_line(0, "estimated", 25.0), _line(1, "estimated", 26.0)])
     text = build_table(get_spec("table2"), records).markdown
-    header = next(line for line in text.splitlines() if line.startswith("| Degradation"))
-    row = next(line for line in text.splitlines() if line.startswith("| Kernel estimation"))
-    cols = [c.strip() for c in header.strip("|").split("|")]
-    cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[cols.index("Wiener PSNR")].startswith("30.50")
-    assert cells[cols.index("RL PSNR")].startswith("40.50")
+    row = table_row(text, "| Degradation", "| Kernel estimation")
+    assert row["Wiener PSNR"].startswith("30.50")
+    assert row["RL PSNR"].startswith("40.50")
 
 
 def test_video_table_has_blurry_wiener_and_rl_columns(tmp_path: Path) -> None:
@@ -178,13 +176,10 @@ def test_video_table_has_blurry_wiener_and_rl_columns(tmp_path: Path) -> None:
         for i in range(2)
     ]
     text = build_table(get_spec("video"), _records(tmp_path, lines)).markdown
-    header = next(line for line in text.splitlines() if line.startswith("| temporal"))
-    row = next(line for line in text.splitlines() if line.startswith("| independent"))
-    cols = [c.strip() for c in header.strip("|").split("|")]
-    cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[cols.index("blurry PSNR")].startswith("20.50")
-    assert cells[cols.index("Wiener PSNR")].startswith("30.50")
-    assert cells[cols.index("RL PSNR")].startswith("40.50")
+    row = table_row(text, "| temporal", "| independent")
+    assert row["blurry PSNR"].startswith("20.50")
+    assert row["Wiener PSNR"].startswith("30.50")
+    assert row["RL PSNR"].startswith("40.50")
 
 
 def test_figure8_lists_the_classical_baselines_per_kernel(tmp_path: Path) -> None:

@@ -8,16 +8,13 @@ to a generated file (no other file can match the real pinned sha256).
 from __future__ import annotations
 
 import hashlib
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers import QuietHandler, compose_cfg, local_server
+from helpers import QuietHandler, cli_env, compose_cfg, local_server, run_cli
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
@@ -316,27 +313,16 @@ def test_table1_uses_the_official_mask_only_for_lorem() -> None:
 
 
 def test_cli_official_offline_is_one_paragraph_before_the_model(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HYDRA_FULL_ERROR", "WANDB_"))}
-    env["DDRM_EXP_OFFLINE"] = "1"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ddrm_exp",
-            "degradation=inpaint_lorem",
-            "degradation.source=official",
-            # a model whose weights are not there either: the mask must fail first
-            "model=lsun_bedroom",
-            f"paths.cache_dir={tmp_path / 'cache'}",
-            "logger=none",
-            f"hydra.run.dir={tmp_path / 'run'}",
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    args = [
+        "degradation=inpaint_lorem",
+        "degradation.source=official",
+        # a model whose weights are not there either: the mask must fail first
+        "model=lsun_bedroom",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        "logger=none",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]
+    proc = run_cli(args, tmp_path, env=cli_env(DDRM_EXP_OFFLINE="1"))
     assert proc.returncode == 2, proc.stderr[-3000:]
     error = [line for line in proc.stderr.splitlines() if line.startswith("ddrm_exp: error:")]
     assert len(error) == 1 and "Traceback" not in proc.stderr

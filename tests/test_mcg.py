@@ -4,15 +4,12 @@ where it is told to."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
-from torch import Tensor, nn
+from helpers import TinyEps, make_operator, measurement, tiny_eps_prior
+from torch import Tensor
 
-from ddrm_exp.degradations.base import HFunctions
 from ddrm_exp.errors import ConfigError
 from ddrm_exp.models.base import DiffusionPrior
 from ddrm_exp.models.schedule import Schedule
@@ -20,53 +17,24 @@ from ddrm_exp.samplers import DDRM, MCG, mcg_gradient
 from ddrm_exp.samplers.ddrm import Problem
 from ddrm_exp.samplers.mcg import measurement_loss
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
-
-
-class TinyNet(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        g = torch.Generator().manual_seed(0)
-        self.conv = nn.Conv2d(3, 3, 3, padding=1).double()
-        with torch.no_grad():
-            self.conv.weight.copy_(0.3 * torch.randn(self.conv.weight.shape, generator=g))
-            self.conv.bias.copy_(0.1 * torch.randn(self.conv.bias.shape, generator=g))
-
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        return torch.tanh(self.conv(x)) * (1 + t.view(-1, 1, 1, 1).double() / 1000)
-
-
-def prior(size: int = 8) -> DiffusionPrior:
-    return DiffusionPrior(TinyNet(), Schedule.linear(), size, 3, "tiny-test")
-
-
-def op(name: str, size: int = 8) -> HFunctions:
-    cfg = OmegaConf.load(CONF / "degradation" / f"{name}.yaml")
-    return instantiate(cfg, shape=(3, size, size), dtype=torch.float64)
-
-
-def data(operator: HFunctions, size: int = 8) -> tuple[Tensor, Tensor]:
-    g = torch.Generator().manual_seed(3)
-    x = 2 * torch.rand((2, 3, size, size), generator=g, dtype=torch.float64) - 1
-    return x, operator.H(x.flatten(1))
-
 
 @pytest.mark.parametrize("name", ["colorize", "inpaint_lorem", "denoise", "sr2"])
 def test_alpha_zero_equals_ddrm(name: str) -> None:
-    operator = op(name)
-    _, y = data(operator)
+    operator = make_operator(name)
+    _, y = measurement(operator, 0.0, seed=3)
     gens = lambda: [torch.Generator().manual_seed(i) for i in range(2)]  # noqa: E731
-    ddrm = DDRM(6, 1.0, 0.8).sample(prior(), operator, y, 0.0, generator=gens()).x0
-    mcg = MCG(6, 1.0, 0.8, grad_scale=0.0).sample(prior(), operator, y, 0.0, generator=gens()).x0
+    prior = tiny_eps_prior()
+    ddrm = DDRM(6, 1.0, 0.8).sample(prior, operator, y, 0.0, generator=gens()).x0
+    mcg = MCG(6, 1.0, 0.8, grad_scale=0.0).sample(prior, operator, y, 0.0, generator=gens()).x0
     assert torch.equal(ddrm, mcg)
 
 
 @pytest.mark.parametrize("norm", ["squared", "plain"])
 @pytest.mark.parametrize("weighting", ["identity", "pinv"])
 def test_gradient_matches_finite_differences(norm: str, weighting: str) -> None:
-    operator = op("sr2")
-    x, y = data(operator)
-    p = prior()
+    operator = make_operator("sr2")
+    x, y = measurement(operator, 0.0, seed=3)
+    p = tiny_eps_prior()
     t = torch.full((2,), 400.0, dtype=torch.float64)
     a = p.schedule.alpha_bar(400)
     g = torch.Generator().manual_seed(9)
@@ -88,9 +56,9 @@ def test_gradient_matches_finite_differences(norm: str, weighting: str) -> None:
 
 
 def test_nullspace_update_leaves_measured_components_untouched() -> None:
-    operator = op("inpaint_random")
-    x, y = data(operator)
-    p = prior()
+    operator = make_operator("inpaint_random")
+    x, y = measurement(operator, 0.0, seed=3)
+    p = tiny_eps_prior()
     problem = Problem(p, operator, y, sigma_y=0.0)
     sp = problem.sp
     t = torch.full((2,), 300.0, dtype=torch.float64)
@@ -111,11 +79,12 @@ def test_nullspace_update_leaves_measured_components_untouched() -> None:
 
 
 def test_mcg_changes_the_result_and_keeps_no_graph() -> None:
-    operator = op("colorize")
-    _, y = data(operator)
+    operator = make_operator("colorize")
+    _, y = measurement(operator, 0.0, seed=3)
     gens = lambda: [torch.Generator().manual_seed(i) for i in range(2)]  # noqa: E731
-    ddrm = DDRM(6, 1.0, 0.8).sample(prior(), operator, y, 0.0, generator=gens()).x0
-    out = MCG(6, 1.0, 0.8, grad_scale=1.0).sample(prior(), operator, y, 0.0, generator=gens()).x0
+    prior = tiny_eps_prior()
+    ddrm = DDRM(6, 1.0, 0.8).sample(prior, operator, y, 0.0, generator=gens()).x0
+    out = MCG(6, 1.0, 0.8, grad_scale=1.0).sample(prior, operator, y, 0.0, generator=gens()).x0
     assert not torch.allclose(ddrm, out)
     assert not out.requires_grad and out.grad_fn is None
 
@@ -124,14 +93,14 @@ def test_mcg_changes_the_result_and_keeps_no_graph() -> None:
 def test_nfe_counts_every_forward_and_backward_pass(grad_scale: float) -> None:
     """NFE is the network's work: a gradient step is a forward and a backward pass, as the
     VJP baselines (DPS, ΠGDM) count it, so MCG's NFE is not flattered against theirs."""
-    net = TinyNet()
+    net = TinyEps()
     passes = {"forward": 0, "backward": 0}
     net.register_forward_hook(lambda *_: passes.__setitem__("forward", passes["forward"] + 1))
     net.register_full_backward_hook(
         lambda *_: passes.__setitem__("backward", passes["backward"] + 1)
     )
-    operator = op("colorize")
-    _, y = data(operator)
+    operator = make_operator("colorize")
+    _, y = measurement(operator, 0.0, seed=3)
     sampler = MCG(5, 1.0, 0.8, grad_scale=grad_scale)
     pri = DiffusionPrior(net, Schedule.linear(), 8, 3, "tiny-test")
     out = sampler.sample(pri, operator, y, 0.0, generator=torch.Generator().manual_seed(0))
@@ -154,9 +123,9 @@ def test_bad_options(kwargs: dict, needle: str) -> None:
 
 
 def test_grad_wrt_xt_mod_is_the_chain_rule_scaling() -> None:
-    operator = op("inpaint_random")
-    x, y = data(operator)
-    p = prior()
+    operator = make_operator("inpaint_random")
+    x, y = measurement(operator, 0.0, seed=3)
+    p = tiny_eps_prior()
     problem = Problem(p, operator, y, sigma_y=0.0)
     t = torch.full((2,), 700.0, dtype=torch.float64)
     a = p.schedule.alpha_bar(700)
