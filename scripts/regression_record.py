@@ -6,9 +6,9 @@
 The runs cover the run layer's paths on the bundled tiny model: image (4 degradations x
 ddrm/mcg), blind (blur_given gt; blur_estimated with a classical estimate and in the loop) and
 video (temporal=independent / all, with classical and in-loop kernels) on a miniature BSD tree.
-``compare`` checks every ``results.jsonl`` record and ``summary.json`` field by field (metrics
-exactly; timings, dates and absolute paths left out) and the bytes of every PNG. It is how a
-refactor of the run layer shows that its results are unchanged.
+``compare`` checks every ``results.jsonl`` record and ``summary.json`` field by field and in
+order (metrics exactly; timings, dates and absolute paths left out) and the bytes of every PNG.
+It is how a refactor of the run layer shows that its results are unchanged.
 """
 
 from __future__ import annotations
@@ -134,6 +134,9 @@ def _files(root: Path) -> Iterator[Path]:
 
 def _diff(a: Any, b: Any, where: str, out: list[str]) -> None:
     if isinstance(a, dict) and isinstance(b, dict):
+        # The writers' key order is part of the files (results.jsonl is read by people too).
+        if set(a) == set(b) and list(a) != list(b):
+            out.append(f"{where}: key order {list(a)} != {list(b)}")
         for k in sorted(set(a) | set(b)):
             if k not in a or k not in b:
                 out.append(f"{where}.{k}: only in {'B' if k not in a else 'A'}")
