@@ -34,6 +34,8 @@ class KernelInfo(TypedDict, total=False):
     ncc: float | None
     ncc_estimate: float | None
     estimation_seconds: float | None
+    kept: str | None  # why the frame was returned as it is (no-harm rule, delta kernel); None
+    agreement: float | None  # the no-harm rule's crop agreement of the estimate
     file: str | None
 
 
