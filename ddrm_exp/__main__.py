@@ -11,12 +11,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from ddrm_exp import distributed
+from ddrm_exp import cli_help, distributed
 from ddrm_exp.cli_check import check_output_dir, check_overrides
 from ddrm_exp.errors import ConfigError
 from ddrm_exp.paths import CONF_DIR
 
 log = logging.getLogger("ddrm_exp")
+# Before Hydra reads the help template, whose option lists come from the config files.
+cli_help.register()
 
 
 def _check_launcher(hc: DictConfig) -> None:

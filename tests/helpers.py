@@ -38,11 +38,13 @@ FAST_RUN = ["sampler.timesteps=4", "metrics.lpips=false", "dataset.limit=2", "ba
 GAUSSIAN_32 = ["logger=none", "model=gaussian", "model.image_size=32", "metrics.lpips=false"]
 
 
-def compose_cfg(overrides: list[str], *, hydra: bool = False) -> DictConfig:
-    """``conf/config.yaml`` with ``overrides``, as the CLI composes it (``hydra=True`` keeps
-    the ``hydra`` node: runtime choices, sweeper params, callbacks)."""
+def compose_cfg(
+    overrides: list[str], *, hydra: bool = False, conf_dir: Path = CONF_DIR
+) -> DictConfig:
+    """``conf/config.yaml`` (of ``conf_dir``) with ``overrides``, as the CLI composes it
+    (``hydra=True`` keeps the ``hydra`` node: runtime choices, sweeper params, callbacks)."""
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
         return compose(config_name="config", overrides=overrides, return_hydra_config=hydra)
 
 
@@ -145,12 +147,12 @@ def reap(proc: subprocess.Popen[str], timeout: float = 240) -> tuple[int, str]:
     return proc.returncode, out
 
 
-def run_job(overrides: list[str], out_dir: Path) -> dict[str, Any]:
+def run_job(overrides: list[str], out_dir: Path, *, conf_dir: Path = CONF_DIR) -> dict[str, Any]:
     """One job of ``python -m ddrm_exp OVERRIDES`` in-process, with the runtime choices Hydra
     would give it; returns the run's summary."""
     from ddrm_exp.runner import RunContext, run
 
-    cfg = compose_cfg(overrides, hydra=True)
+    cfg = compose_cfg(overrides, hydra=True, conf_dir=conf_dir)
     choices = {k: str(v) for k, v in cfg.hydra.runtime.choices.items() if not k.startswith("hydra")}
     with open_dict(cfg):
         del cfg["hydra"]  # as the CLI's job config: the hydra node is Hydra's own
