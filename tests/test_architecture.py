@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import ast
 import json
+import shutil
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 from hydra.utils import instantiate
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf
 
+from ddrm_exp import cli_check, cli_help
+from ddrm_exp.cli_check import check_overrides
 from ddrm_exp.errors import ConfigError
-from ddrm_exp.runner import RunContext, run
+from ddrm_exp.paths import CONF_DIR
 from ddrm_exp.samplers.base import Sampler
-from tests.helpers import GAUSSIAN_32, ROOT, compose_cfg
+from tests.helpers import GAUSSIAN_32, ROOT, compose_cfg, run_job
 
 PACKAGE = ROOT / "ddrm_exp"
 
@@ -125,18 +128,40 @@ def pinv_sampler(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     sys.modules.pop("my_sampler", None)
 
 
-def test_a_new_sampler_needs_only_a_module_and_a_config(pinv_sampler: str, tmp_path: Path) -> None:
-    cfg = compose_cfg([*GAUSSIAN_32, "dataset.limit=2", "degradation=sr4", "batch_size=2"])
-    with open_dict(cfg):
-        cfg.sampler = OmegaConf.create({"_target_": pinv_sampler})
-    summary = run(cfg, RunContext(output_dir=tmp_path / "run", choices={"sampler": "pinv"}))
+@pytest.fixture
+def conf_with_pinv(pinv_sampler: str, tmp_path: Path) -> Path:
+    """A copy of conf/ plus one new file, ``sampler/pinv.yaml``: nothing else is edited."""
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF_DIR, conf)
+    (conf / "sampler" / "pinv.yaml").write_text(
+        f"# help: H⁺y, the smallest sampler there is\n_target_: {pinv_sampler}\n"
+    )
+    return conf
+
+
+def test_a_new_sampler_needs_only_a_module_a_config_and_an_export(
+    conf_with_pinv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The module (here in a temporary directory, so importable without the export line a
+    sampler in ``ddrm_exp/samplers/`` adds to ``samplers/__init__.py``) and its config file are
+    all it takes: the command line's check, --help, composition and the run see it."""
+    monkeypatch.setattr(cli_check, "CONF_DIR", conf_with_pinv)
+    assert check_overrides(["sampler=pinv", "degradation=sr4"]) is None
+    assert check_overrides(["sampler=pinv", "sampler.timesteps=3"]) is not None  # none to set
+    cli_help.register()
+    cfg = compose_cfg(["sampler=pinv"], hydra=True, conf_dir=conf_with_pinv)
+    help_text = str(cfg.hydra.help.template)
+    assert "\n      pinv                H⁺y, the smallest sampler there is\n" in help_text
+    assert cfg.hydra.runtime.choices.sampler == "pinv"
+    overrides = [*GAUSSIAN_32, "dataset.limit=2", "degradation=sr4", "batch_size=2", "sampler=pinv"]
+    summary = run_job(overrides, tmp_path / "run", conf_dir=conf_with_pinv)
     assert summary["sampler"] == "pinv" and summary["sampler_params"] == {"kind": "pinv"}
     assert summary["count"] == 2 and summary["nfe"] == 0
     # It returned H⁺y, so the restoration scores exactly as the baseline.
     assert summary["restored"]["psnr"]["mean"] == summary["baseline"]["psnr"]["mean"]
 
 
-def test_warm_start_needs_a_sampler_that_supports_it(pinv_sampler: str, tmp_path: Path) -> None:
+def test_warm_start_needs_a_sampler_that_supports_it(conf_with_pinv: Path, tmp_path: Path) -> None:
     from ddrm_exp.datasets.bsd_mini import write_mini_bsd
 
     write_mini_bsd(tmp_path / "bsd", sequences=1, frames=2, size=(40, 40))
@@ -147,9 +172,7 @@ def test_warm_start_needs_a_sampler_that_supports_it(pinv_sampler: str, tmp_path
         f"dataset.root={tmp_path / 'bsd'}",
         "degradation=blur_given",
         "temporal=warm_start",
+        "sampler=pinv",
     ]
-    cfg = compose_cfg(overrides)
-    with open_dict(cfg):
-        cfg.sampler = OmegaConf.create({"_target_": pinv_sampler})
     with pytest.raises(ConfigError, match="temporal.warm_start needs a sampler that can start"):
-        run(cfg, RunContext(output_dir=tmp_path / "run", choices={"sampler": "pinv"}))
+        run_job(overrides, tmp_path / "run", conf_dir=conf_with_pinv)
