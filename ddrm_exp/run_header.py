@@ -77,11 +77,13 @@ def resize_note(dataset: Any, size: tuple[int, int]) -> str | None:
     return f"{width}×{height} → {size[1]}×{size[0]}"
 
 
-def log_header(cfg: DictConfig, choices: dict[str, str], device: torch.device, s: Any) -> None:
-    """One line naming the run and its machine, then what is worth knowing once per run."""
+def log_header(s: Any) -> None:
+    """One line naming the run (``s``: its :class:`~ddrm_exp.run.setup.Setup`) and its machine,
+    then what is worth knowing once per run."""
+    choices, device = s.choices, s.device
     height, width = s.shape[1:]
     threads = torch.get_num_threads()
-    chosen = cfg.get("threads")
+    chosen = s.threads
     source = f"threads={chosen}" if chosen is not None else "torch's choice; set threads=N"
     where = str(device)
     if device.type == "cpu":
@@ -89,7 +91,7 @@ def log_header(cfg: DictConfig, choices: dict[str, str], device: torch.device, s
     log.info(
         "%s: %d image%s of dataset=%s at %d×%d, degradation=%s, sampler=%s (%d NFE), "
         "model=%s, precision=%s, on %s",
-        str(cfg.get("task", "image")),
+        s.task,
         len(s.dataset),
         "" if len(s.dataset) == 1 else "s",
         choices.get("dataset", "?"),

@@ -17,7 +17,6 @@ from ddrm_exp.errors import ConfigError
 from ddrm_exp.run.image import count_done, run_images
 from ddrm_exp.run.setup import RunContext, Setup, setup
 from ddrm_exp.run.summary import format_summary
-from ddrm_exp.tracking import wandb_check
 from ddrm_exp.tracking.lock import RunLock
 from ddrm_exp.tracking.resume import config_hash
 from ddrm_exp.video.runner import run_video
@@ -38,12 +37,14 @@ def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
         raise ConfigError(f"task must be 'image' or 'video', got {cfg.get('task')!r}.")
     out_dir = ctx.output_dir
     try:
+        # The last reader of the config: below it, the run works with the checked objects.
+        s = setup(cfg, ctx)
         if task == "video":
             with RunLock.acquire(out_dir, ctx.shard) as lock:
-                if ctx.shard.is_main and cfg.get("logger") is not None:
-                    wandb_check.preflight(cfg.logger, out_dir, can_write=lock.held)
-                return run_video(cfg, ctx)
-        return run_images(cfg, ctx)
+                if ctx.shard.is_main:
+                    s.reporting.preflight(out_dir, can_write=lock.held)
+                return run_video(s, ctx)
+        return run_images(s, ctx)
     except KeyboardInterrupt:
         if ctx.shard.is_main:
             done = count_done(out_dir, config_hash(cfg))

@@ -36,7 +36,7 @@ def test_header_names_threads_and_the_resize_once(caplog: pytest.LogCaptureFixtu
     cfg = compose_cfg(["model=gaussian", "dataset.limit=1", "logger=none", "metrics.lpips=false"])
     s = setup(cfg, RunContext(output_dir=Path("unused")))
     with caplog.at_level(logging.INFO, logger="ddrm_exp"):
-        run_header.log_header(cfg, {"dataset": "samples"}, torch.device("cpu"), s)
+        run_header.log_header(s)
     text = caplog.text
     assert "CPU thread" in text and "torch's choice; set threads=N" in text
     assert text.count("resized to the model's size") == 1 and "→ 64×64" in text

@@ -10,7 +10,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
@@ -20,11 +19,11 @@ from ddrm_exp.errors import RunError
 from ddrm_exp.models.base import DiffusionPrior
 from ddrm_exp.run.batch import Metrics, input_record, restore_batch
 from ddrm_exp.run.outputs import image_paths
-from ddrm_exp.run.setup import RunContext, Setup, build_tracker, setup
+from ddrm_exp.run.setup import RunContext, Setup
 from ddrm_exp.run.summary import build_summary
 from ddrm_exp.run_header import log_header
 from ddrm_exp.samplers.progress import StepProgress
-from ddrm_exp.tracking import figures, wandb_check
+from ddrm_exp.tracking import figures
 from ddrm_exp.tracking.files import read_records, write_json_atomic, write_text_atomic
 from ddrm_exp.tracking.lock import RunLock
 from ddrm_exp.tracking.resume import (
@@ -41,9 +40,8 @@ log = logging.getLogger(__name__)
 GridShare = tuple[list[int], dict[int, figures.GridRow]]
 
 
-def run_images(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
-    """Check, lock the run directory, skip a complete job or compute the rest."""
-    s = setup(cfg, ctx)
+def run_images(s: Setup, ctx: RunContext) -> dict[str, Any]:
+    """Lock the run directory, skip a complete job or compute the rest."""
     out_dir = ctx.output_dir
     with RunLock.acquire(out_dir, ctx.shard) as lock:
         if not s.options.overwrite:
@@ -63,26 +61,24 @@ def run_images(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
                 "the job in it is not complete. Point the run at a writable directory with "
                 "hydra.run.dir=... (or paths.output_root=...)."
             )
-        if ctx.shard.is_main and cfg.get("logger") is not None:
-            # wandb's key, network and directory, before the model (rank 0 logs the run).
-            wandb_check.preflight(cfg.logger, out_dir)
-        prior = start(cfg, ctx, s)
-        return compute(ctx, s, prior, build_tracker(cfg, ctx))
+        if ctx.shard.is_main:
+            s.reporting.preflight(out_dir)
+        prior = start(ctx, s)
+        return compute(ctx, s, prior, s.reporting.tracker(ctx))
 
 
-def start(cfg: DictConfig, ctx: RunContext, s: Setup) -> DiffusionPrior:
+def start(ctx: RunContext, s: Setup) -> DiffusionPrior:
     """The header, the checked model and the resolved config beside the results."""
     if ctx.shard.is_main:
-        log_header(cfg, s.choices, s.device, s)
+        log_header(s)
         s.sampler.progress = StepProgress(f"{ctx.job_name} {s.sampler.name}")
-    prior = s.load_prior(cfg)
+    prior = s.load_prior()
     # Weights full of NaN would give NaN images: say so before sampling, for one host sync.
     weights = itertools.chain(prior.parameters(), prior.buffers())
     faults.check_finite_weights(weights, f"model={s.choices.get('model', 'the model')}")
     ctx.output_dir.mkdir(parents=True, exist_ok=True)
     if ctx.shard.is_main:
-        yaml = OmegaConf.to_yaml(cfg, resolve=True)
-        write_text_atomic(ctx.output_dir / "config_resolved.yaml", yaml)
+        write_text_atomic(ctx.output_dir / "config_resolved.yaml", s.reporting.resolved_config())
     return prior
 
 

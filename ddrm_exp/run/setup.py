@@ -7,7 +7,9 @@ fails in seconds. Below this module the run works with these objects, not with t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +26,12 @@ from ddrm_exp.models.base import DiffusionPrior
 from ddrm_exp.run.measurement import MeasurementPlan, estimator_choice
 from ddrm_exp.samplers.base import Sampler
 from ddrm_exp.samplers.blind import InLoopKernelDDRM
-from ddrm_exp.tracking import figures
+from ddrm_exp.tracking import figures, wandb_check
 from ddrm_exp.tracking.identity import check_same_inputs, dataset_names
 from ddrm_exp.tracking.identity import input_ids as dataset_input_ids
 from ddrm_exp.tracking.resume import config_hash, neutral_keys
 from ddrm_exp.tracking.trackers import NullTracker, Tracker, WandbTracker
+from ddrm_exp.video.temporal import TemporalSettings
 
 
 @dataclass
@@ -94,6 +97,49 @@ def measurement_style(cfg: DictConfig, plan: MeasurementPlan | None) -> str:
     return "labelled" if plan is not None else figures.style_of(cfg)
 
 
+@dataclass(frozen=True)
+class VideoOptions:
+    """``task=video``'s own settings: how a frame uses the one before it, and the videos' rate."""
+
+    temporal: TemporalSettings
+    fps: int
+
+    @classmethod
+    def of(cls, cfg: DictConfig) -> VideoOptions:
+        fps = (cfg.get("video") or {}).get("fps", 10)
+        if isinstance(fps, bool) or not isinstance(fps, int) or fps < 1:
+            raise ConfigError(f"video.fps must be an integer >= 1, got {fps!r}.")
+        return cls(TemporalSettings.from_config(cfg.get("temporal")), fps)
+
+
+@dataclass(frozen=True)
+class Reporting:
+    """Where a run reports besides its results: the tracker (``logger``) and the resolved
+    config written beside them. The whole config stays in here because wandb logs all of it,
+    and its preflight may switch ``logger.mode`` to offline before the config is written."""
+
+    logger: DictConfig | None
+    config: DictConfig
+
+    def preflight(self, out_dir: Path, can_write: bool = True) -> None:
+        """Check wandb's key, network and directory, before the model (rank 0 logs the run)."""
+        if self.logger is not None:
+            wandb_check.preflight(self.logger, out_dir, can_write=can_write)
+
+    def tracker(self, ctx: RunContext) -> Tracker:
+        # The run is logged once, by rank 0, with every rank's images.
+        logger = self.logger
+        if not ctx.shard.is_main or logger is None or logger.get("name") in (None, "none"):
+            return NullTracker()
+        if logger.get("name") == "wandb":
+            return WandbTracker(logger, self.config, ctx.output_dir, ctx.group, ctx.job_name)
+        raise ConfigError(f"logger.name must be 'wandb' or 'none', got {logger.get('name')!r}.")
+
+    def resolved_config(self) -> str:
+        """``config_resolved.yaml``: the run's config with every interpolation resolved."""
+        return OmegaConf.to_yaml(self.config, resolve=True)
+
+
 @dataclass
 class Setup:
     """What a run builds before its model: each part checked, so bad input fails in seconds."""
@@ -114,6 +160,11 @@ class Setup:
     options: RunOptions
     choices: dict[str, str]
     degradation_params: dict[str, Any]
+    task: str  # image | video
+    threads: int | None  # the ``threads`` asked for (None: torch's choice), for the header
+    build_model: Callable[[], DiffusionPrior]  # the configured model, not yet on the device
+    reporting: Reporting
+    video: VideoOptions | None  # task=video's settings; None for task=image
 
     def record_fields(self) -> dict[str, Any]:
         """The settings every per-image record repeats, so each line stands on its own."""
@@ -128,10 +179,9 @@ class Setup:
             "seed": self.options.seed,
         }
 
-    def load_prior(self, cfg: DictConfig) -> DiffusionPrior:
+    def load_prior(self) -> DiffusionPrior:
         """The model on the device with the speed options, checked against the run."""
-        prior: DiffusionPrior = instantiate_config("model", cfg.model)
-        prior = accelerate(prior.to(self.device).eval(), self.acceleration)
+        prior = accelerate(self.build_model().to(self.device).eval(), self.acceleration)
         if tuple(prior.shape) != self.shape:
             raise ConfigError(
                 f"The model takes images of shape {tuple(prior.shape)}, but the run is "
@@ -157,26 +207,20 @@ def build_sampler(cfg: DictConfig, estimator_name: str) -> Sampler:
     return sampler
 
 
-def build_tracker(cfg: DictConfig, ctx: RunContext) -> Tracker:
-    # The run is logged once, by rank 0, with every rank's images.
-    if not ctx.shard.is_main:
-        return NullTracker()
-    logger = cfg.get("logger")
-    if logger is None or logger.get("name") in (None, "none"):
-        return NullTracker()
-    if logger.get("name") == "wandb":
-        return WandbTracker(logger, cfg, ctx.output_dir, ctx.group, ctx.job_name)
-    raise ConfigError(f"logger.name must be 'wandb' or 'none', got {logger.get('name')!r}.")
+def video_options(cfg: DictConfig, ctx: RunContext) -> VideoOptions:
+    if ctx.shard.is_distributed:
+        raise ConfigError(
+            "task=video runs in one process (a frame waits for the one before it); to use "
+            "several GPUs, run a multirun over dataset.sequences, one job per GPU."
+        )
+    return VideoOptions.of(cfg)
 
 
-def setup(cfg: DictConfig, ctx: RunContext) -> Setup:
-    """Everything cheap and checkable, in order; each raises ConfigError on bad input."""
-    validate(cfg)
-    device = distributed.device_for(resolve_device(cfg.device), ctx.shard)
-    height, width = image_size_of(cfg)
-    shape = (3, height, width)
-    choices = ctx.choices or {}
-    dataset = instantiate_config("dataset", cfg.dataset, image_size=(height, width))
+def build_data(
+    cfg: DictConfig, shape: tuple[int, int, int], device: torch.device
+) -> tuple[Any, HFunctions]:
+    """The dataset (not empty) and the degradation operator for images of ``shape``."""
+    dataset = instantiate_config("dataset", cfg.dataset, image_size=shape[1:])
     if len(dataset) == 0:
         raise ConfigError("The dataset has no images (check dataset.limit / dataset.start).")
     operator = instantiate_config("degradation", cfg.degradation, shape=shape, device=device)
@@ -184,6 +228,19 @@ def setup(cfg: DictConfig, ctx: RunContext) -> Setup:
         raise ConfigError(
             f"degradation._target_ builds a {type(operator).__name__}, not an HFunctions operator."
         )
+    return dataset, operator
+
+
+def setup(cfg: DictConfig, ctx: RunContext) -> Setup:
+    """Everything cheap and checkable, in order; each raises ConfigError on bad input."""
+    validate(cfg)
+    task = str(cfg.get("task", "image"))
+    video = video_options(cfg, ctx) if task == "video" else None
+    device = distributed.device_for(resolve_device(cfg.device), ctx.shard)
+    height, width = image_size_of(cfg)
+    shape = (3, height, width)
+    choices = ctx.choices or {}
+    dataset, operator = build_data(cfg, shape, device)
     node = cfg.get("kernel_estimator")
     estimator_name = estimator_choice(node, choices.get("kernel_estimator"))
     sampler = build_sampler(cfg, estimator_name)
@@ -224,4 +281,9 @@ def setup(cfg: DictConfig, ctx: RunContext) -> Setup:
         options=RunOptions.of(cfg, plan),
         choices=choices,
         degradation_params=degradation_params(cfg.degradation),
+        task=task,
+        threads=cfg.get("threads"),
+        build_model=partial(instantiate_config, "model", cfg.model),
+        reporting=Reporting(cfg.get("logger"), cfg),
+        video=video,
     )

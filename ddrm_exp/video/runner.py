@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import default_collate
@@ -36,7 +35,7 @@ from ddrm_exp.metrics.temporal import flicker, sequence_flows, warping_error
 from ddrm_exp.models.base import DiffusionPrior
 from ddrm_exp.run.batch import BatchOutcome, Metrics, restore_batch
 from ddrm_exp.run.measurement import BatchMeasurement
-from ddrm_exp.run.setup import RunContext, Setup, build_tracker, setup
+from ddrm_exp.run.setup import RunContext, Setup
 from ddrm_exp.run.summary import build_summary
 from ddrm_exp.run_header import log_header
 from ddrm_exp.samplers.base import WarmStart
@@ -364,30 +363,23 @@ def _first_unfinished(seq: VideoSequence, done: set[int]) -> int:
     return len(seq)
 
 
-def run_video(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
+def run_video(s: Setup, ctx: RunContext) -> dict[str, Any]:
     """Restore every sequence of the dataset in frame order; return the summary."""
-    if ctx.shard.is_distributed:
-        raise ConfigError(
-            "task=video runs in one process (a frame waits for the one before it); to use "
-            "several GPUs, run a multirun over dataset.sequences, one job per GPU."
-        )
-    s = setup(cfg, ctx)
+    if s.video is None:
+        raise ValueError("run_video needs the setup of a task=video run (its video options).")
     data_name = f"dataset={s.choices['dataset']}" if "dataset" in s.choices else "this dataset"
     sequences = group_sequences(s.dataset, data_name)
-    temporal = TemporalSettings.from_config(cfg.get("temporal"))
+    temporal = s.video.temporal
     check_temporal(temporal, s, s.choices)
-    fps = (cfg.get("video") or {}).get("fps", 10)
-    if isinstance(fps, bool) or not isinstance(fps, int) or fps < 1:
-        raise ConfigError(f"video.fps must be an integer >= 1, got {fps!r}.")
     out_dir = ctx.output_dir
     if not s.options.overwrite:
         done = complete_summary(out_dir, len(s.dataset), s.fingerprint)
         if done is not None:
             log.info("skipping job: summary.json complete in %s", out_dir)
             return done
-    prior = start(cfg, ctx, s)
-    job = VideoRun(ctx, s, prior, temporal, fps)
-    tracker = build_tracker(cfg, ctx)
+    prior = start(ctx, s)
+    job = VideoRun(ctx, s, prior, temporal, s.video.fps)
+    tracker = s.reporting.tracker(ctx)
     try:
         results = distributed.RunResults.open(
             out_dir, ctx.shard, s.fingerprint, overwrite=s.options.overwrite
@@ -402,15 +394,15 @@ def run_video(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
         tracker.finish()
 
 
-def start(cfg: DictConfig, ctx: RunContext, s: Setup) -> DiffusionPrior:
+def start(ctx: RunContext, s: Setup) -> DiffusionPrior:
     """The header, the checked model, a clean output directory and the resolved config."""
     out_dir = ctx.output_dir
-    log_header(cfg, s.choices, s.device, s)
+    log_header(s)
     s.sampler.progress = StepProgress(f"{ctx.job_name} {s.sampler.name}")
-    prior = s.load_prior(cfg)
+    prior = s.load_prior()
     out_dir.mkdir(parents=True, exist_ok=True)
     if s.options.overwrite:
         for folder in (STATE_DIR, VIDEOS_DIR, FRAMES_DIR):
             shutil.rmtree(out_dir / folder, ignore_errors=True)
-    write_text_atomic(out_dir / "config_resolved.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    write_text_atomic(out_dir / "config_resolved.yaml", s.reporting.resolved_config())
     return prior
