@@ -133,6 +133,42 @@ def is_delta(kernel: Tensor) -> bool:
     return int((kernel != 0).sum()) == 1 and bool(kernel[kh // 2, kw // 2] != 0)
 
 
+def _check_choices(
+    assumed_kernel: str, method: str, rank1: bool, border: str | None, keep_sharp: bool
+) -> None:
+    if assumed_kernel not in ASSUMED_KERNELS:
+        raise ConfigError(
+            f"degradation.assumed_kernel={assumed_kernel!r} is not supported; use one of "
+            f"{', '.join(ASSUMED_KERNELS)}."
+        )
+    if method not in METHODS:
+        raise ConfigError(
+            f"degradation.method={method!r} is not supported; use one of {', '.join(METHODS)}."
+        )
+    if not isinstance(rank1, bool):
+        raise ConfigError(f"degradation.rank1 must be true or false, got {rank1!r}.")
+    if border is not None and border not in BORDER_CHOICES:
+        raise ConfigError(
+            f"degradation.border={border!r} is not supported; use null or one of "
+            f"{', '.join(BORDER_CHOICES)}."
+        )
+    if not isinstance(keep_sharp, bool):
+        raise ConfigError(f"degradation.keep_sharp must be true or false, got {keep_sharp!r}.")
+
+
+def _true_kernel(spec: Any, shape: tuple[int, int, int]) -> Tensor:
+    """``degradation.true_kernel``'s kernel, which must fit in the image."""
+    if isinstance(spec, DictConfig | ListConfig):
+        spec = OmegaConf.to_container(spec, resolve=True)
+    kernel = kernel2d_from_spec(spec, what="degradation.true_kernel")
+    if kernel.shape[0] > shape[1] or kernel.shape[1] > shape[2]:
+        raise ConfigError(
+            f"degradation.true_kernel is {tuple(kernel.shape)}, larger than the "
+            f"{shape[1]}x{shape[2]} image; use a smaller size."
+        )
+    return kernel
+
+
 class AssumedBlur(HFunctions):
     """The ``_target_`` of ``conf/degradation/blur_{given,estimated}.yaml``.
 
@@ -176,24 +212,7 @@ class AssumedBlur(HFunctions):
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
     ) -> None:
-        if assumed_kernel not in ASSUMED_KERNELS:
-            raise ConfigError(
-                f"degradation.assumed_kernel={assumed_kernel!r} is not supported; use one of "
-                f"{', '.join(ASSUMED_KERNELS)}."
-            )
-        if method not in METHODS:
-            raise ConfigError(
-                f"degradation.method={method!r} is not supported; use one of {', '.join(METHODS)}."
-            )
-        if not isinstance(rank1, bool):
-            raise ConfigError(f"degradation.rank1 must be true or false, got {rank1!r}.")
-        if border is not None and border not in BORDER_CHOICES:
-            raise ConfigError(
-                f"degradation.border={border!r} is not supported; use null or one of "
-                f"{', '.join(BORDER_CHOICES)}."
-            )
-        if not isinstance(keep_sharp, bool):
-            raise ConfigError(f"degradation.keep_sharp must be true or false, got {keep_sharp!r}.")
+        _check_choices(assumed_kernel, method, rank1, border, keep_sharp)
         self.border = border
         # What the operators use: the configured border, until resolve_border fixes "auto".
         self.active_border: str | None = None if border == "auto" else border
@@ -215,19 +234,7 @@ class AssumedBlur(HFunctions):
         # The blur of datasets that have no blurry measurement of their own (samples, folder,
         # ...): the runner blurs them with it (circularly, as bsd_synthetic does), and it is
         # their true kernel. None: such datasets are measured with the assumed kernel itself.
-        self.true_kernel: Tensor | None = None
-        if true_kernel is not None:
-            if isinstance(true_kernel, DictConfig | ListConfig):
-                true_kernel = OmegaConf.to_container(true_kernel, resolve=True)
-            self.true_kernel = kernel2d_from_spec(true_kernel, what="degradation.true_kernel")
-            if (
-                self.true_kernel.shape[0] > self.shape[1]
-                or self.true_kernel.shape[1] > self.shape[2]
-            ):
-                raise ConfigError(
-                    f"degradation.true_kernel is {tuple(self.true_kernel.shape)}, larger than the "
-                    f"{self.shape[1]}x{self.shape[2]} image; use a smaller size."
-                )
+        self.true_kernel = None if true_kernel is None else _true_kernel(true_kernel, self.shape)
 
     @property
     def per_image(self) -> bool:

@@ -455,17 +455,7 @@ def resolve_checkpoint(
     where the file should be put by hand.
     """
     if checkpoint is not None and str(checkpoint).strip():
-        path = Path(os.path.abspath(Path(checkpoint).expanduser()))
-        if not path.is_file():
-            what = "is a directory, not a file" if path.is_dir() else "does not exist"
-            raise ConfigError(
-                f"model.checkpoint={checkpoint} for model '{name}' {what} (looked at {path}). "
-                "Fix the path, or drop model.checkpoint to use the published weights from the "
-                "cache."
-            )
-        log.info("Model '%s': using the weights file %s (model.checkpoint).", name, path)
-        return path
-
+        return _given_checkpoint(name, checkpoint)
     if weights is None:
         raise ConfigError(
             f"Model '{name}' has no published weights in its config (no model.weights block) and "
@@ -473,21 +463,44 @@ def resolve_checkpoint(
         )
     spec = _as_spec(weights)
     dest = cache_path(cache_dir, spec)
-
     if dest.is_file():
-        problems = verify_file(dest, md5=spec.md5, sha256=spec.sha256, size=spec.size)
-        if problems:
-            raise ConfigError(
-                f"The cached weights file {dest} of model '{name}' does not match the published "
-                f"file {spec.file} ({'; '.join(problems)}): it is corrupt or incomplete. Delete "
-                f"it (rm {shlex.quote(str(dest))}) and run again to download it anew"
-                + (f" from {spec.url}" if spec.url else "")
-                + f", or run `{DOWNLOAD_SCRIPT} {shlex.quote(name)} --force`."
-            )
-        if not spec.checksums and spec.size is None:
-            log.debug("Model '%s': %s has no published checksum; not verified.", name, dest)
-        log.info("Model '%s': using the cached weights %s.", name, dest)
-        return dest
+        return _cached_weights(name, spec, dest)
+    return _download_weights(name, spec, dest, download)
+
+
+def _given_checkpoint(name: str, checkpoint: str | os.PathLike[str]) -> Path:
+    """``model.checkpoint``: it must exist; it is not checked against the registry."""
+    path = Path(os.path.abspath(Path(checkpoint).expanduser()))
+    if not path.is_file():
+        what = "is a directory, not a file" if path.is_dir() else "does not exist"
+        raise ConfigError(
+            f"model.checkpoint={checkpoint} for model '{name}' {what} (looked at {path}). "
+            "Fix the path, or drop model.checkpoint to use the published weights from the "
+            "cache."
+        )
+    log.info("Model '%s': using the weights file %s (model.checkpoint).", name, path)
+    return path
+
+
+def _cached_weights(name: str, spec: WeightsSpec, dest: Path) -> Path:
+    """The cached file ``dest``, checked against the published size and checksums."""
+    problems = verify_file(dest, md5=spec.md5, sha256=spec.sha256, size=spec.size)
+    if problems:
+        raise ConfigError(
+            f"The cached weights file {dest} of model '{name}' does not match the published "
+            f"file {spec.file} ({'; '.join(problems)}): it is corrupt or incomplete. Delete "
+            f"it (rm {shlex.quote(str(dest))}) and run again to download it anew"
+            + (f" from {spec.url}" if spec.url else "")
+            + f", or run `{DOWNLOAD_SCRIPT} {shlex.quote(name)} --force`."
+        )
+    if not spec.checksums and spec.size is None:
+        log.debug("Model '%s': %s has no published checksum; not verified.", name, dest)
+    log.info("Model '%s': using the cached weights %s.", name, dest)
+    return dest
+
+
+def _download_weights(name: str, spec: WeightsSpec, dest: Path, download: bool) -> Path:
+    """Download the published file into ``dest``, where allowed and a URL is known."""
     check_cache_slot(dest, f"for the weights of model '{name}'")
     why = download_refusal(download, " (model.download=false)")
     if why is not None:
@@ -559,6 +572,13 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     stripped.
     """
     path = Path(path)
+    _check_weights_file(path)
+    obj = _read_safetensors(path) if path.suffix == ".safetensors" else _read_torch(path)
+    return _flat_state_dict(_unwrap(obj, path), path)
+
+
+def _check_weights_file(path: Path) -> None:
+    """A file that cannot be weights (missing, empty, a saved web page) is refused first."""
     if not path.is_file():
         raise ConfigError(f"The weights file {path} does not exist.")
     with open(path, "rb") as fh:
@@ -571,52 +591,61 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
             "probably saved an error or login page. Delete it and download the file again."
         )
 
-    if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
 
-        try:
-            obj: Any = load_file(str(path), device="cpu")
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise ConfigError(
-                f"The safetensors file {path} could not be read ({exc}): it is corrupt or "
-                "incomplete. Delete it and download it again."
-            ) from exc
-    else:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError) as exc:
-            message = str(exc)
-            detail = _torch_detail(message)
-            if "Weights only load failed" in message:
-                maybe_corrupt = "GLOBAL" not in detail and "global" not in detail
-                raise ConfigError(
-                    f"The file {path} is not a plain weights file, so it was refused for safety: "
-                    f"torch.load(weights_only=True) rejected it ({detail}). "
-                    + (
-                        "Either it is a pickle that builds arbitrary Python objects (which "
-                        "could run code), or it is corrupt or not a PyTorch checkpoint. "
-                        if maybe_corrupt
-                        else "It is a pickle that builds arbitrary Python objects, which could "
-                        "run code when loaded. "
-                    )
-                    + "Use a file that holds only tensors (a state dict saved with "
-                    "torch.save(model.state_dict(), ...) or a .safetensors file), or delete it "
-                    "and download it again."
-                ) from exc
-            raise ConfigError(
-                f"The weights file {path} could not be read: it is corrupt, incomplete, or not a "
-                f"PyTorch checkpoint ({detail}). Delete it and download it again."
-            ) from exc
-        # Random bytes reach the legacy unpickler, which fails in its own ways (IndexError: pop
-        # from empty list, KeyError on an unknown opcode).
-        except (EOFError, zipfile.BadZipFile, ValueError, OSError, IndexError, KeyError) as exc:
-            raise ConfigError(
-                f"The weights file {path} could not be read: it is corrupt or incomplete "
-                f"({type(exc).__name__}: {exc}). Delete it and download it again."
-            ) from exc
+def _read_safetensors(path: Path) -> Any:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
 
-    state = _unwrap(obj, path)
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ConfigError(
+            f"The safetensors file {path} could not be read ({exc}): it is corrupt or "
+            "incomplete. Delete it and download it again."
+        ) from exc
+
+
+def _read_torch(path: Path) -> Any:
+    """``torch.load(weights_only=True)``, its failures said in one paragraph."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError) as exc:
+        raise _torch_load_error(path, str(exc)) from exc
+    # Random bytes reach the legacy unpickler, which fails in its own ways (IndexError: pop
+    # from empty list, KeyError on an unknown opcode).
+    except (EOFError, zipfile.BadZipFile, ValueError, OSError, IndexError, KeyError) as exc:
+        raise ConfigError(
+            f"The weights file {path} could not be read: it is corrupt or incomplete "
+            f"({type(exc).__name__}: {exc}). Delete it and download it again."
+        ) from exc
+
+
+def _torch_load_error(path: Path, message: str) -> ConfigError:
+    detail = _torch_detail(message)
+    if "Weights only load failed" not in message:
+        return ConfigError(
+            f"The weights file {path} could not be read: it is corrupt, incomplete, or not a "
+            f"PyTorch checkpoint ({detail}). Delete it and download it again."
+        )
+    maybe_corrupt = "GLOBAL" not in detail and "global" not in detail
+    return ConfigError(
+        f"The file {path} is not a plain weights file, so it was refused for safety: "
+        f"torch.load(weights_only=True) rejected it ({detail}). "
+        + (
+            "Either it is a pickle that builds arbitrary Python objects (which "
+            "could run code), or it is corrupt or not a PyTorch checkpoint. "
+            if maybe_corrupt
+            else "It is a pickle that builds arbitrary Python objects, which could "
+            "run code when loaded. "
+        )
+        + "Use a file that holds only tensors (a state dict saved with "
+        "torch.save(model.state_dict(), ...) or a .safetensors file), or delete it "
+        "and download it again."
+    )
+
+
+def _flat_state_dict(state: Any, path: Path) -> dict[str, torch.Tensor]:
+    """The unwrapped checkpoint as ``{name: tensor}``, without a DataParallel ``module.``."""
     if not isinstance(state, Mapping) or not state:
         raise ConfigError(
             f"The file {path} does not hold a state dict (found {_describe(state)}). Use a file "

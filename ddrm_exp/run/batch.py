@@ -180,13 +180,7 @@ def restore_batch(
         kwargs["warm_start"] = warm_start_from(operator, y)
     if isinstance(s.sampler, InLoopKernelDDRM) and init_kernels is not None:
         kwargs["init_kernel"] = init_kernels
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    result = s.sampler.sample(prior, operator, y, s.sigma_assumed, generator=gens, **kwargs)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    seconds = time.perf_counter() - start
+    result, seconds = timed_sample(s, prior, operator, y, gens, kwargs)
     # One check of the batch's output, not one per step: NaN and inf propagate to x̂₀.
     bad = faults.nonfinite_images(result.x0)
     if bad:
@@ -211,6 +205,24 @@ def restore_batch(
         restored_metrics=metrics(operator, result.x0, x, y),
         baseline_metrics=metrics(operator, baseline, x, y),
     )
+
+
+def timed_sample(
+    s: Setup,
+    prior: DiffusionPrior,
+    operator: HFunctions,
+    y: Tensor,
+    gens: list[torch.Generator],
+    kwargs: dict[str, Any],
+) -> tuple[SampleResult, float]:
+    """The sampler's result and its wall time (a GPU's queued work included)."""
+    if s.device.type == "cuda":
+        torch.cuda.synchronize(s.device)
+    start = time.perf_counter()
+    result = s.sampler.sample(prior, operator, y, s.sigma_assumed, generator=gens, **kwargs)
+    if s.device.type == "cuda":
+        torch.cuda.synchronize(s.device)
+    return result, time.perf_counter() - start
 
 
 def measure_batch(
