@@ -10,7 +10,6 @@ checked on the dense matrices and, with hypothesis, on random inputs and paramet
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,7 @@ from ddrm_exp.degradations import (
     lorem_mask,
     random_mask,
 )
-from ddrm_exp.degradations.dense import check_svd_protocol
+from ddrm_exp.degradations.dense import DenseMatrices, check_svd_protocol, dense_matrices
 from ddrm_exp.degradations.kernels2d import kernel2d_from_spec
 from ddrm_exp.degradations.separable import BicubicSuperResolution, blur_matrix
 from ddrm_exp.errors import ConfigError
@@ -239,39 +238,9 @@ def direct_1d(name: str, size: int, axis: int) -> torch.Tensor:
     return F.avg_pool1d(eye.view(size, 1, size), cfg.factor).view(size, -1).T
 
 
-@dataclass(frozen=True)
-class Dense:
-    op: HFunctions
-    H: torch.Tensor  # (m, n)
-    Ht: torch.Tensor  # (n, m)
-    V: torch.Tensor  # (n, n): columns are V applied to basis vectors
-    Vt: torch.Tensor
-    U: torch.Tensor  # (m, m)
-    Ut: torch.Tensor
-    pinv: torch.Tensor  # (n, m)
-    s: torch.Tensor
-
-
-def densify(op: HFunctions) -> Dense:
-    n, m = op.n, op.m
-    eye_n = torch.eye(n, dtype=torch.float64)
-    eye_m = torch.eye(m, dtype=torch.float64)
-    return Dense(
-        op=op,
-        H=op.H(eye_n).T,
-        Ht=op.Ht(eye_m).T,
-        V=op.V(eye_n).T,
-        Vt=op.Vt(eye_n).T,
-        U=op.U(eye_m).T,
-        Ut=op.Ut(eye_m).T,
-        pinv=op.H_pinv(eye_m).T,
-        s=op.singulars(),
-    )
-
-
 @cache
-def dense_for(name: str, shape: Shape) -> Dense:
-    return densify(build(name, shape))
+def dense_for(name: str, shape: Shape) -> DenseMatrices:
+    return dense_matrices(build(name, shape))
 
 
 CASES = [(name, shape) for name in CONFIGS for shape in SHAPES] + [
