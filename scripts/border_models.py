@@ -89,6 +89,7 @@ from ddrm_exp.degradations.kernels2d import motion_kernel, normalized_cross_corr
 from ddrm_exp.degradations.valid_blur import BORDERS, blur_valid, valid_blur_operator
 from ddrm_exp.metrics import format_stat, mean_ci
 from ddrm_exp.metrics.image import psnr
+from ddrm_exp.restoration import richardson_lucy_deconvolve, wiener_deconvolve
 from ddrm_exp.samplers import DDRM
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -221,9 +222,19 @@ def run(frames: list[Frame], args: argparse.Namespace) -> None:
 
     # (arm, kernel) -> frames, so each dense SVD is computed once per distinct kernel.
     jobs: dict[tuple[str, bytes], list[tuple[int, Frame, Tensor]]] = defaultdict(list)
+
+    def classical(f: Frame, tag: str, k: Tensor) -> None:
+        # Wiener and Richardson-Lucy with the same kernel (the runner's parameters, reflect
+        # borders), the classical baselines beside DDRM.
+        for arm, deconvolve in (("wiener", wiener_deconvolve), ("rl", richardson_lucy_deconvolve)):
+            if (f.name, f"{arm}:{tag}") not in done:
+                out = deconvolve(f.y[None], k, border="reflect")
+                emit(f, f"{arm}:{tag}", psnr(out, f.x[None])[0])
+
     for i, f in enumerate(frames):
         if (f.name, "blurry") not in done:
             emit(f, "blurry", psnr(f.y[None], f.x[None])[0])
+        classical(f, "true", f.kernel)
         for border in args.true_borders:
             if not all(
                 (f.name, n) in done
@@ -246,7 +257,8 @@ def run(frames: list[Frame], args: argparse.Namespace) -> None:
             for border in todo_est:
                 key = (f"{args.tag}:{border}", k.numpy().tobytes() + f.name.encode())
                 jobs[key].append((i, f, k))
-            emit(f, f"ncc:{args.tag}", ncc, seconds=seconds)
+            emit(f, f"ncc:{args.tag}", ncc, seconds=seconds, kernel=k.tolist())
+            classical(f, args.tag, k)
     n_jobs = sum(len(v) for v in jobs.values())
     print(f"{len(frames)} frames, {n_jobs} restorations to do -> {out_path}", file=sys.stderr)
     for (arm, _), items in jobs.items():

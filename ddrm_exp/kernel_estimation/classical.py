@@ -290,6 +290,11 @@ class ClassicalEstimator(KernelEstimator):
         delta_spread: an estimate whose spread (:func:`kernel_spread`, px) is below this is
             replaced by a delta (:func:`snap_to_delta`): on sharp frames the estimator returns
             small blobs of its own, and deblurring with them invents detail. 0 disables it.
+        delta_mix: the returned kernel is ``(1 - delta_mix) * estimate + delta_mix * delta``,
+            a milder blur than the estimate: deblurring with a kernel a little too small costs
+            far less than with a wrong one (64-px validation frames of real blur, Wiener: 0
+            -> 0.5 turns +0.10 into +0.42 dB over the blurry frame; DDRM: see
+            conf/kernel_estimator/classical_valid.yaml). 0: the estimate as it is.
         warm_scales: with an initial kernel (``estimate(blurry, init=...)``, e.g. the previous
             video frame's kernel), only the ``warm_scales`` finest pyramid levels are run,
             starting from ``init`` (brought to the coarsest of them by the same resampling as
@@ -336,6 +341,7 @@ class ClassicalEstimator(KernelEstimator):
         warm_iters: int | None = 2,
         fit_region: str = "all",
         delta_spread: float = 0.0,
+        delta_mix: float = 0.0,
     ) -> None:
         self.kernel_size = as_int(kernel_size, "kernel_estimator.kernel_size", minimum=1)
         if self.kernel_size % 2 == 0:
@@ -402,6 +408,9 @@ class ClassicalEstimator(KernelEstimator):
             )
         self.fit_region = str(fit_region)
         self.delta_spread = as_float(delta_spread, "kernel_estimator.delta_spread", low=0.0)
+        self.delta_mix = as_float(
+            delta_mix, "kernel_estimator.delta_mix", low=0.0, high=1.0, high_open=True
+        )
 
     def params(self) -> dict[str, Any]:
         return {
@@ -421,6 +430,7 @@ class ClassicalEstimator(KernelEstimator):
             "warm_iters": self.warm_iters,
             "fit_region": self.fit_region,
             "delta_spread": self.delta_spread,
+            "delta_mix": self.delta_mix,
         }
 
     def check_size(self, height: int, width: int) -> None:
@@ -531,7 +541,10 @@ class ClassicalEstimator(KernelEstimator):
             k = self._estimate_level(b, k, noise, level.height / h, iterations)
         assert k is not None
         k = k.to("cpu", torch.float64)
-        return snap_to_delta(k / k.sum(), self.delta_spread)
+        k = snap_to_delta(k / k.sum(), self.delta_spread)
+        if self.delta_mix > 0:
+            k = (1 - self.delta_mix) * k + self.delta_mix * _delta(k.shape, k)
+        return k
 
     def _estimate_level(
         self, b: Tensor, k: Tensor, noise: float, level_ratio: float, iterations: int

@@ -52,6 +52,7 @@ from ddrm_exp.degradations.kernels2d import normalized_cross_correlation
 from ddrm_exp.degradations.noise import add_measurement_noise
 from ddrm_exp.degradations.valid_blur import TaperedFFTBlur
 from ddrm_exp.errors import ConfigError
+from ddrm_exp.kernel_estimation.reliability import NoHarmRule, crop_agreement
 from ddrm_exp.metrics.image import psnr, ssim
 from ddrm_exp.restoration.classical import classical_metrics
 from ddrm_exp.run.outputs import kernel_path, measurement_png_path, save_npy
@@ -91,6 +92,13 @@ class BatchMeasurement:
     # Wiener and Richardson-Lucy with each image's kernel (the classical baselines beside DDRM);
     # None where the kernel is not known before sampling (in-loop estimation) or not a blur.
     classical: list[dict[str, Any]] | None = None
+    # Why each image is returned as it is instead of restored (None: restored): "delta_kernel"
+    # (keep_sharp), "mild_blur" or "unreliable_kernel" (the no-harm rule).
+    kept: list[str | None] | None = None
+    agreement: list[float] | None = None  # the no-harm rule's crop agreement of each estimate
+    # The measurement as it came, where the operator changed y (edge tapering): kept frames
+    # are returned as they came, not tapered.
+    untapered: Tensor | None = None
 
 
 class MeasurementPlan:
@@ -110,6 +118,7 @@ class MeasurementPlan:
         estimator_name: str,
         use_ssim: bool,
         in_loop: bool = False,
+        no_harm: NoHarmRule | None = None,
     ) -> None:
         self.operator = operator
         self.assumed = operator if isinstance(operator, AssumedBlur) else None
@@ -121,6 +130,9 @@ class MeasurementPlan:
         self.use_ssim = use_ssim
         # The sampler estimates the kernel while it samples (sampler=ddrm_blind).
         self.in_loop = in_loop
+        # Which estimated frames are returned blurry rather than restored (kernel_estimator's
+        # no_harm node; None: all are restored, but keep_sharp's delta kernels).
+        self.no_harm = no_harm
 
     @classmethod
     def build(
@@ -175,7 +187,12 @@ class MeasurementPlan:
             assumed.resolve_border(data_border)
         if from_dataset:
             _check_dataset_measurement(first["measurement"], operator, shape, data_name)
-        estimator = None
+        estimator, no_harm = None, None
+        if estimator_node is not None and "no_harm" in estimator_node:
+            # A measurement policy kept with the estimator it was chosen for, not one of its
+            # parameters: taken off the node before the estimator is built.
+            no_harm = NoHarmRule.from_config(estimator_node.get("no_harm"))
+            estimator_node = {k: v for k, v in estimator_node.items() if k != "no_harm"}
         if assumed is not None and assumed.per_image:
             _check_per_image(assumed, first, from_dataset, synthetic, has_true, data_name)
             _check_estimator(assumed, estimator_name if wants_estimate else "none", in_loop)
@@ -190,6 +207,7 @@ class MeasurementPlan:
             estimator_name=estimator_name if wants_estimate else "none",
             use_ssim=use_ssim,
             in_loop=wants_estimate and in_loop,
+            no_harm=no_harm if wants_estimate and not in_loop else None,
         )
         # Wiener/RL see the borders the data has: circular where it was blurred circularly
         # (this plan's true_kernel, bsd_synthetic's default), else a symmetric extension.
@@ -246,6 +264,7 @@ class MeasurementPlan:
             bm.operator = assumed.with_kernels(bm.kernels)
             # Edge tapering works on the measurement (its blurry-frame metrics are taken above).
             if isinstance(bm.operator, TaperedFFTBlur):
+                bm.untapered = bm.y
                 bm.y = bm.operator.prepare_measurement(bm.y)
         elif assumed is not None:
             assert assumed.fixed_kernel is not None
@@ -287,6 +306,16 @@ class MeasurementPlan:
         got = getattr(estimate, "seconds", None)
         bm.estimation_seconds = [float(s) for s in got] if got else [elapsed / b] * b
         bm.estimates = raw
+        rule = self.no_harm
+        if rule is not None:
+            if rule.needs_agreement:
+                bm.agreement = crop_agreement(
+                    self.estimator, bm.y.reshape(shape), raw, rule.crop, self.assumed.min_coverage
+                )
+            bm.kept = [
+                rule.decide(raw[j], bm.agreement[j] if bm.agreement is not None else None)
+                for j in range(b)
+            ]
         return raw
 
     def _measurement_metrics(self, y: Tensor, x: Tensor) -> list[dict[str, float | None]]:
@@ -303,9 +332,18 @@ class MeasurementPlan:
         if self.assumed is not None and self.assumed.keep_sharp and bm.kernels is not None:
             # A delta kernel says the frame is not blurred: it is kept as it is (restoring it
             # anyway only adds the prior's own errors, about 30 dB PSNR with the tiny prior).
-            for j, k in enumerate(bm.kernels):
-                if is_delta(k):
-                    result.x0[j] = bm.y[j].reshape(result.x0[j].shape)
+            kept = bm.kept or [None] * len(bm.kernels)
+            bm.kept = [
+                "delta_kernel" if is_delta(k) else why
+                for k, why in zip(bm.kernels, kept, strict=True)
+            ]
+        if bm.kept is not None:
+            # The no-harm rule's frames too: an estimate that is not the frame's blur, or blur
+            # too mild for the prior to gain, leaves the frame better as it is.
+            y = bm.y if bm.untapered is None else bm.untapered
+            for j, why in enumerate(bm.kept):
+                if why is not None:
+                    result.x0[j] = y[j].reshape(result.x0[j].shape)
         if kernel is not None and self.assumed is not None:
             k = kernel.detach().to("cpu", torch.float64)
             bm.kernels = k.reshape(bm.y.shape[0], *k.shape[-2:])
@@ -352,6 +390,9 @@ class MeasurementPlan:
             "estimation_seconds": (
                 bm.estimation_seconds[j] if bm.estimation_seconds is not None else None
             ),
+            # Returned as it is, and why (see BatchMeasurement.kept); None: restored.
+            "kept": bm.kept[j] if bm.kept is not None else None,
+            "agreement": bm.agreement[j] if bm.agreement is not None else None,
             "file": None,
         }
         if bm.estimates is not None and true is not None and bm.rank1_errors[j] is not None:

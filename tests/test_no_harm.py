@@ -1,0 +1,145 @@
+"""The no-harm rule of blind deblurring (issue 14): which frames are returned as they are.
+
+A frame is restored only when its kernel estimate is found again on the frame's corner crops
+(a uniform blur is the same everywhere) and is large enough for the prior to gain; the others
+are returned blurry, with the reason in the record. ``delta_mix`` makes the estimate milder.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import run_job
+from omegaconf import OmegaConf
+from torch import Tensor
+
+from ddrm_exp.datasets.bsd_mini import write_mini_bsd
+from ddrm_exp.errors import ConfigError
+from ddrm_exp.kernel_estimation import ClassicalEstimator, KernelEstimate
+from ddrm_exp.kernel_estimation.reliability import NoHarmRule, corner_crops, crop_agreement
+
+
+def delta(size: int) -> Tensor:
+    k = torch.zeros(size, size, dtype=torch.float64)
+    k[size // 2, size // 2] = 1
+    return k
+
+
+def line(size: int = 5, length: int = 3, vertical: bool = False) -> Tensor:
+    k = torch.zeros(size, size, dtype=torch.float64)
+    c, lo = size // 2, size // 2 - length // 2
+    if vertical:
+        k[lo : lo + length, c] = 1 / length
+    else:
+        k[c, lo : lo + length] = 1 / length
+    return k
+
+
+class ByWidth:
+    """A stand-in estimator whose kernel depends only on the image width, so the crops of a
+    frame can be given kernels of their own."""
+
+    def __init__(self, by_width: dict[int, Tensor]) -> None:
+        self.by_width = by_width
+        self.widths: list[int] = []
+
+    def estimate(self, blurry: Tensor) -> KernelEstimate:
+        b, w = blurry.shape[0], blurry.shape[-1]
+        self.widths.append(w)
+        k = self.by_width[w].expand(b, 1, -1, -1)
+        masks = torch.ones(b, 1, *blurry.shape[-2:])
+        return KernelEstimate(k, masks, (0.0,) * b, "stub")
+
+
+def test_corner_crops_are_the_four_corners() -> None:
+    x = torch.arange(2 * 1 * 8 * 8, dtype=torch.float32).reshape(2, 1, 8, 8)
+    crops = corner_crops(x, 0.75)
+    assert [tuple(c.shape) for c in crops] == [(2, 1, 6, 6)] * 4
+    assert torch.equal(crops[0], x[..., :6, :6])
+    assert torch.equal(crops[3], x[..., 2:, 2:])
+    assert crops[1][0, 0, 0, 0] == x[0, 0, 0, 2]
+
+
+def test_crop_agreement_is_one_for_the_same_kernel_and_lower_for_another() -> None:
+    images = torch.zeros(1, 3, 64, 64)
+    k = line(5, 3)
+    assert crop_agreement(ByWidth({48: k}), images, k[None], 0.75) == [pytest.approx(1.0)]
+    other = crop_agreement(ByWidth({48: line(5, 3, vertical=True)}), images, k[None], 0.75)
+    assert other[0] < 0.5
+    est = ByWidth({38: k})
+    crop_agreement(est, images, k[None], 0.6)
+    assert est.widths == [38] * 4  # one estimate per corner crop, each 0.6 of the side
+
+
+def test_rule_decisions() -> None:
+    rule = NoHarmRule(min_agreement=0.9, min_spread=0.8)
+    assert rule.decide(line(5, 3), 0.95) is None
+    assert rule.decide(line(5, 3), 0.85) == "unreliable_kernel"
+    assert rule.decide(line(5, 2), 0.99) == "mild_blur"  # spread 0.5 px
+    assert rule.decide(delta(5), 0.99) == "mild_blur"
+    assert NoHarmRule(min_spread=0.8).decide(line(5, 5), None) is None  # no crops needed
+    assert not NoHarmRule(min_spread=0.8).needs_agreement
+    with pytest.raises(ValueError, match="agreement"):
+        rule.decide(line(5, 3), None)
+
+
+def test_rule_config_errors() -> None:
+    assert NoHarmRule.from_config(None) is None
+    assert NoHarmRule.from_config(OmegaConf.create({})) is None
+    rule = NoHarmRule.from_config(OmegaConf.create({"min_agreement": 0.9, "crop": 0.6}))
+    assert rule == NoHarmRule(min_agreement=0.9, min_spread=0.0, crop=0.6)
+    with pytest.raises(ConfigError, match="unknown keys"):
+        NoHarmRule.from_config({"min_agree": 0.9})
+    with pytest.raises(ConfigError, match="crop"):
+        NoHarmRule(crop=1.0)
+    with pytest.raises(ConfigError, match="min_spread"):
+        NoHarmRule(min_spread=-1.0)
+
+
+def test_delta_mix_blends_the_estimate_with_a_delta() -> None:
+    torch.manual_seed(0)
+    y = torch.rand(1, 3, 48, 48) * 2 - 1
+    settings = dict(kernel_size=5, fit_region="valid", kernel_reg=0.003, num_threads=1)
+    k0 = ClassicalEstimator(**settings).estimate(y).kernels[0, 0]
+    k1 = ClassicalEstimator(**settings, delta_mix=0.4).estimate(y).kernels[0, 0]
+    assert torch.allclose(k1, 0.6 * k0 + 0.4 * delta(5))
+    with pytest.raises(ConfigError, match="delta_mix"):
+        ClassicalEstimator(kernel_size=5, delta_mix=1.0)
+
+
+@pytest.mark.slow
+def test_pipeline_returns_the_frames_the_rule_keeps(tmp_path: Path) -> None:
+    """dataset=bsd (blurred bsd_mini frames, 64 px): a rule no estimate can pass returns every
+    frame exactly as measured and records why; without the rule they are restored."""
+    write_mini_bsd(tmp_path / "bsd", sequences=1, frames=2, size=(64, 64))
+    common = [
+        "logger=none",
+        "model=tiny",
+        "metrics.lpips=false",
+        "dataset=bsd",
+        f"dataset.root={tmp_path / 'bsd'}",
+        "degradation=blur_estimated",
+        "degradation.border=taper",  # the FFT operator: no dense SVD in a test
+        "kernel_estimator=classical_valid",
+        "noise=none",
+        "noise.assumed_sigma_y=0.02",
+        "sampler.timesteps=3",
+    ]
+    strict = ["kernel_estimator.no_harm.min_agreement=0.99999", "kernel_estimator.delta_mix=0"]
+    for name, extra in (("kept", strict), ("off", ["kernel_estimator.no_harm=null"])):
+        run_job(common + extra, tmp_path / name)
+    kept, off = (
+        [json.loads(s) for s in (tmp_path / n / "results.jsonl").read_text().splitlines()]
+        for n in ("kept", "off")
+    )
+    assert len(kept) == len(off) == 2
+    for r in kept:
+        assert r["kernel"]["kept"] == "unreliable_kernel"
+        assert 0 < r["kernel"]["agreement"] < 0.99999
+        assert r["restored"]["psnr"] == r["measurement"]["psnr"]
+    for r in off:
+        assert r["kernel"]["kept"] is None and r["kernel"]["agreement"] is None
+        assert r["restored"]["psnr"] != r["measurement"]["psnr"]
