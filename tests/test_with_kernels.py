@@ -41,6 +41,12 @@ def test_assumed_blur_batch_of_fft_kernels_is_one_batched_fft_blur() -> None:
         torch.testing.assert_close(op.H(x)[i : i + 1], alone.H(x[i : i + 1]))
 
 
+def test_an_fft_blur_declares_its_kernel() -> None:
+    k = gaussian_kernel2d(3, 0.7)
+    torch.testing.assert_close(FFTBlur(SHAPE, kernel=k, dtype=F64).kernel2d, k)
+    assert Denoising(SHAPE).kernel2d is None
+
+
 def test_an_operator_without_a_kernel_refuses_new_kernels() -> None:
     with pytest.raises(TypeError, match="Denoising"):
         Denoising(SHAPE).with_kernels(gaussian_kernel2d(3, 1.0))

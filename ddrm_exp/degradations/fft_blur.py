@@ -211,6 +211,7 @@ class FFTBlur(HFunctions):
             return t.to(device=device, dtype=dtype)
 
         self.kernel = real(kernels if batched else kernels[0])
+        self.kernel2d = self.kernel  # the declared kernel (HFunctions.kernel2d)
         self.transfer = transfer.unsqueeze(1).to(device=device, dtype=complex_dtype)
         self.phase = phase.unsqueeze(1).to(device=device, dtype=complex_dtype)
         self._singulars = real(values)
@@ -223,15 +224,13 @@ class FFTBlur(HFunctions):
     def with_kernels(self, kernels: Tensor) -> FFTBlur:
         """This blur (its class, threshold, device and dtype) for ``kernels``: ``(kh, kw)``, or
         ``(B, kh, kw)`` with one per image."""
-        op = type(self)(
+        return type(self)(
             self.shape,
             kernel=kernels,
             zero_threshold=self.zero_threshold,
             device=self.kernel.device,
             dtype=self.kernel.dtype,
         )
-        op.kernel2d = op.kernel
-        return op
 
     # ---- helpers ---------------------------------------------------------------------------------
     def _check_batch(self, b: int) -> None:
