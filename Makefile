@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 
-.PHONY: help setup test test-all run lint clean
+.PHONY: help setup test test-slow test-all run lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-10s %s\n", $$1, $$2}'
@@ -15,6 +15,9 @@ setup: ## create $(VENV) and install the project with its dev tools (no GPU, no 
 
 test: ## the test suite, CPU only (slow tests excluded)
 	$(PY) -m pytest -q -m "not slow"
+
+test-slow: ## only the slow tests (long CLI runs, real faults; ~3 min on 2 cores)
+	$(PY) -m pytest -q -m slow
 
 test-all: ## every test, slow ones included
 	$(PY) -m pytest -q
