@@ -24,6 +24,7 @@ from ddrm_exp.degradations.fft_blur import FFTBlur
 from ddrm_exp.degradations.kernels2d import motion_kernel
 from ddrm_exp.errors import ConfigError
 from ddrm_exp.report import write_table
+from ddrm_exp.runner import format_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 32
@@ -94,24 +95,21 @@ def test_rank1_applies_to_estimated_kernels_only() -> None:
 
 # ---- the CLI -------------------------------------------------------------------------------
 def test_ground_truth_kernels_per_image(bsd_root: Path, tmp_path: Path) -> None:
+    """In process (the CLI's own wiring of blind runs: the estimated-kernel test below)."""
     run_dir = tmp_path / "gt"
-    proc = run_cli(
-        [
-            *FAST,
-            "dataset=bsd_synthetic",
-            f"dataset.root={bsd_root}",
-            "dataset.kernel.size=9",
-            "dataset.kernel_per=frame",  # every image of a batch has its own kernel
-            "degradation=blur_given",
-            "degradation.assumed_kernel=gt",
-            "noise=none",
-            f"hydra.run.dir={run_dir}",
-        ],
-        cwd=tmp_path,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "of the measurement itself" in proc.stdout
-    summary = json.loads((run_dir / "summary.json").read_text())
+    overrides = [
+        *FAST,
+        "dataset=bsd_synthetic",
+        f"dataset.root={bsd_root}",
+        "dataset.kernel.size=9",
+        "dataset.kernel_per=frame",  # every image of a batch has its own kernel
+        "degradation=blur_given",
+        "degradation.assumed_kernel=gt",
+        "noise=none",
+    ]
+    summary = run_job(overrides, run_dir)
+    assert "of the measurement itself" in format_summary(summary)
+    assert json.loads((run_dir / "summary.json").read_text()) == summary
     assert summary["restored"]["psnr"]["mean"] > summary["measurement"]["psnr"]["mean"] + 3
     assert summary["kernel"]["ncc"]["mean"] == pytest.approx(1.0)
     records = read_results(run_dir)

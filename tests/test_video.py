@@ -17,10 +17,12 @@ import torch
 from helpers import GAUSSIAN_32, cli_env, compose_cfg
 
 from ddrm_exp.datasets.bsd_mini import write_mini_bsd
+from ddrm_exp.degradations.base import HFunctions
 from ddrm_exp.errors import ConfigError
+from ddrm_exp.models.base import DiffusionPrior
 from ddrm_exp.models.gaussian import build_gaussian_prior
 from ddrm_exp.runner import RunContext, format_summary, run
-from ddrm_exp.samplers import DDRM, WarmStart
+from ddrm_exp.samplers import DDRM, SampleResult, WarmStart
 from ddrm_exp.tracking.video import read_video
 from ddrm_exp.video.state import state_path
 
@@ -188,6 +190,22 @@ def test_bad_input_is_refused_before_the_model(
     assert not (tmp_path / "results.jsonl").exists()
 
 
+def cold_and_warm(
+    sampler: DDRM,
+    prior: DiffusionPrior,
+    op: HFunctions,
+    y: torch.Tensor,
+    sigma_y: float,
+    warm_start: WarmStart,
+) -> tuple[SampleResult, SampleResult]:
+    """The same sampler with the same generator seed, without and with ``warm_start``."""
+    cold = sampler.sample(prior, op, y, sigma_y, generator=torch.Generator().manual_seed(1))
+    warm = sampler.sample(
+        prior, op, y, sigma_y, generator=torch.Generator().manual_seed(1), warm_start=warm_start
+    )
+    return cold, warm
+
+
 def test_warm_start_from_the_truth_beats_a_cold_start() -> None:
     """The sampler's warm start: from the right image, a few steps restore it far better."""
     from ddrm_exp.datasets import SampleImages
@@ -198,16 +216,7 @@ def test_warm_start_from_the_truth_beats_a_cold_start() -> None:
     x = torch.stack([data[i]["image"] for i in range(2)])
     op = RandomInpainting((3, 16, 16), fraction=0.7)
     y = op.H(x.reshape(2, -1))
-    sampler = DDRM(10, 0.85, 1.0)
-    cold = sampler.sample(prior, op, y, 0.0, generator=torch.Generator().manual_seed(1))
-    warm = sampler.sample(
-        prior,
-        op,
-        y,
-        0.0,
-        generator=torch.Generator().manual_seed(1),
-        warm_start=WarmStart(x, t_star=200),
-    )
+    cold, warm = cold_and_warm(DDRM(10, 0.85, 1.0), prior, op, y, 0.0, WarmStart(x, t_star=200))
     assert warm.nfe == 3 and cold.nfe == 10
 
     def err(a: torch.Tensor) -> float:
@@ -223,15 +232,8 @@ def test_warm_start_at_the_top_from_zero_is_a_cold_start() -> None:
     op = Denoising((3, 8, 8))
     y = torch.randn(2, 3 * 64, generator=torch.Generator().manual_seed(0))
     sampler = DDRM(5, 0.85, 1.0)
-    cold = sampler.sample(prior, op, y, 0.1, generator=torch.Generator().manual_seed(2))
-    warm = sampler.sample(
-        prior,
-        op,
-        y,
-        0.1,
-        generator=torch.Generator().manual_seed(2),
-        warm_start=WarmStart(torch.zeros(2, 3, 8, 8), t_star=999),
-    )
+    top = WarmStart(torch.zeros(2, 3, 8, 8), t_star=999)
+    cold, warm = cold_and_warm(sampler, prior, op, y, 0.1, top)
     torch.testing.assert_close(warm.x0, cold.x0, atol=0, rtol=0)
     with pytest.raises(ValueError, match="t_star"):
         sampler.sample(prior, op, y, 0.1, warm_start=WarmStart(torch.zeros(2, 3, 8, 8), -1))
