@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from helpers import FAST_RUN as FAST
-from helpers import compose_cfg, config_error, run_cli
+from helpers import compose_cfg, config_error, run_cli, run_job
 
 from ddrm_exp.runner import RunContext, run
 
@@ -149,14 +149,9 @@ def test_cli_prints_bad_input_as_one_line_and_exits_2(tmp_path: Path, args: list
 
 
 def test_bundled_tiny_model_runs(tmp_path: Path) -> None:
-    """The trained bundled prior loads strictly from the package and restores, no network."""
-    run_dir = tmp_path / "run"
-    proc = run_cli(
-        ["model=tiny", "degradation=sr4", "logger=none", *FAST, f"hydra.run.dir={run_dir}"],
-        cwd=tmp_path,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    summary = json.loads((run_dir / "summary.json").read_text())
+    """The trained bundled prior loads strictly from the package and restores, no network
+    (in process: the CLI runs it in test_default_run_beats_pinv_and_writes_outputs)."""
+    summary = run_job(["model=tiny", "degradation=sr4", "logger=none", *FAST], tmp_path / "run")
     assert summary["model"] == "tiny" and summary["count"] == 2
     assert summary["restored"]["psnr"]["mean"] > 15
 

@@ -258,8 +258,8 @@ def test_nan_restoration_stops_with_the_step_and_no_summary(tmp_path: Path) -> N
 def test_nan_weights_stop_before_sampling(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     load = Setup.load_prior
 
-    def poisoned(self: Setup, cfg: DictConfig) -> Any:
-        prior = load(self, cfg)
+    def poisoned(self: Setup) -> Any:
+        prior = load(self)
         prior.network.spectrum.fill_(float("nan"))
         return prior
 
