@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers import GAUSSIAN_32, compose_cfg, reap, spawn
+from helpers import GAUSSIAN_32, compose_cfg, reap, run_job, spawn
 from omegaconf import DictConfig
 from PIL import Image
 
@@ -30,7 +30,7 @@ from ddrm_exp.errors import ConfigError, RunError
 from ddrm_exp.models.checkpoints import load_state_dict
 from ddrm_exp.runner import RunContext, Setup, format_summary, run
 from ddrm_exp.tracking.identity import INPUT_KEY, DatasetChanged
-from ddrm_exp.tracking.lock import LOCK_NAME
+from ddrm_exp.tracking.lock import LOCK_NAME, RunDirLocked
 from ddrm_exp.tracking.resume import config_hash
 
 FAST = [*GAUSSIAN_32, "sampler.timesteps=2"]
@@ -78,7 +78,7 @@ def records(run_dir: Path) -> list[dict[str, Any]]:
 def no_model(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fail the test if the run gets as far as building its model."""
 
-    def refuse(self: Setup, cfg: DictConfig) -> Any:
+    def refuse(self: Setup) -> Any:
         raise AssertionError("the model was built before the error was found")
 
     monkeypatch.setattr(Setup, "load_prior", refuse)
@@ -130,25 +130,24 @@ def has_records(run_dir: Path, count: int, sigma_y: float | None = None) -> Any:
 
 
 def test_file_added_to_the_dataset_is_refused_not_merged(tmp_path: Path) -> None:
-    """Case 1: results are tied to their input; a changed dataset is refused, never merged."""
+    """Case 1: results are tied to their input; a changed dataset is refused, never merged.
+    The refusal through the CLI (exit 2, one paragraph); the runs around it in process."""
     root = folder(tmp_path / "images", ["b", "c"])
     run_dir = tmp_path / "run"
-    args = ["dataset=folder", f"dataset.root={root}", f"hydra.run.dir={run_dir}"]
-    rc, out = cli(args, tmp_path)
-    assert rc == 0, out
+    args = ["dataset=folder", f"dataset.root={root}"]
+    run_job([*FAST, *args], run_dir)
     before = (run_dir / "results.jsonl").read_text()
     assert [(r["index"], r["name"]) for r in records(run_dir)] == [(0, "b"), (1, "c")]
     assert all(len(r[INPUT_KEY]) == 16 for r in records(run_dir))
 
     write_png(root / "a.png", seed=7)
-    rc, out = cli(args, tmp_path)
+    rc, out = cli([*args, f"hydra.run.dir={run_dir}"], tmp_path)
     assert rc == 2, out
     assert "The dataset changed under the run directory" in out and "'b' then, 'a' now" in out
     assert "Traceback" not in out
     assert (run_dir / "results.jsonl").read_text() == before  # nothing merged or dropped
 
-    rc, out = cli([*args, "overwrite=true"], tmp_path)
-    assert rc == 0, out
+    run_job([*FAST, *args, "overwrite=true"], run_dir)
     assert [(r["index"], r["name"]) for r in records(run_dir)] == [(0, "a"), (1, "b"), (2, "c")]
 
 
@@ -181,28 +180,27 @@ def test_folder_names_in_natural_order(tmp_path: Path) -> None:
 def test_second_run_is_refused_while_the_first_writes_and_sigkill_leaves_no_stale_lock(
     tmp_path: Path,
 ) -> None:
-    """Case 2: one writer per directory; a SIGKILLed writer does not block the next run."""
+    """Case 2: one writer per directory; a SIGKILLed writer does not block the next run. The
+    writer is a CLI process; the second run is in process (the CLI prints a ConfigError as
+    one paragraph with exit 2: test_cli, and this refusal on every torchrun rank below)."""
     run_dir = tmp_path / "run"
-    base = ["dataset.split=all", "dataset.limit=9", f"hydra.run.dir={run_dir}"]
-    # Paced so that it is still writing however long the second CLI takes to start on a loaded
-    # machine (seen: 40 s on two busy cores); it is killed below, so the pace costs ~one step.
-    first = start([*base, *SLOW], tmp_path, pace=8.0)
+    base = ["dataset.split=all", "dataset.limit=9"]
+    # Paced (9 images x 2 s) so that it is still writing while the second run starts, in process
+    # (about a second, several on a loaded box); it is killed below, so the pace costs one step.
+    first = start([*base, *SLOW, f"hydra.run.dir={run_dir}"], tmp_path, pace=2.0)
     wait_until("the first image", has_records(run_dir, 1), first)
     assert (run_dir / LOCK_NAME).read_text().startswith(f"pid {first.pid} ")
 
-    rc, out = cli([*base, "noise.sigma_y=0.3"], tmp_path)
+    with pytest.raises(RunDirLocked, match=f"Another run is writing .*pid {first.pid}"):
+        run_job([*FAST, *base, "noise.sigma_y=0.3"], run_dir)
     assert first.poll() is None, "the first run ended too soon to test the lock"
-    assert rc == 2, out
-    assert "Another run is writing" in out and f"pid {first.pid}" in out
-    assert "Traceback" not in out
     assert not (run_dir / "summary.json").exists()
 
     os.killpg(first.pid, signal.SIGKILL)  # the kernel drops its flock with it
     first.communicate()
     assert len(records(run_dir)) >= 1
-    rc, out = cli([*base, "noise.sigma_y=0.3"], tmp_path)
-    assert rc == 0, out
-    summary = json.loads((run_dir / "summary.json").read_text())
+    summary = run_job([*FAST, *base, "noise.sigma_y=0.3"], run_dir)
+    assert json.loads((run_dir / "summary.json").read_text()) == summary
     assert summary["count"] == 9 and summary["sigma_y"] == 0.3
     assert {r["config_hash"] for r in records(run_dir)} == {summary["config_hash"]}
 
