@@ -53,7 +53,12 @@ def assert_two_jobs(sweep: Path) -> None:
 
 @pytest.mark.parametrize(
     "launcher",
-    [["hydra/launcher=submitit_local"], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]],
+    [
+        ["hydra/launcher=submitit_local"],
+        # ~20 s, the same outputs through a second plugin: with the slow tests
+        pytest.param(["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], marks=pytest.mark.slow),
+    ],
+    ids=["submitit_local", "joblib"],
 )
 def test_sweep_through_launcher_plugin(tmp_path: Path, launcher: list[str]) -> None:
     sweep = tmp_path / "sweep"

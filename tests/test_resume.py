@@ -206,6 +206,8 @@ def test_sigkill_mid_run_then_rerun_computes_only_the_rest(tmp_path: Path) -> No
     assert not list(run_dir.rglob(".*.tmp"))
 
 
+@pytest.mark.slow  # two CLI sweeps, ~15 s: the skip is test_complete_job_is_skipped's, in
+# process; one directory per job is test_cli's multirun
 def test_multirun_rerun_skips_complete_jobs(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     args = [

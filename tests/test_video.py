@@ -285,6 +285,8 @@ def test_all_temporal_help_with_estimated_kernels(
     assert not any(r["temporal"]["kernel_propagated"] for r in recs if r["position"] == 0)
 
 
+@pytest.mark.slow  # ~25 s: the kill itself is test_resume's; the video resume is
+# test_resume_recomputes_only_the_unfinished_frame_exactly, in process
 def test_sigkill_mid_sequence_then_rerun_finishes_exactly(bsd_root: Path, tmp_path: Path) -> None:
     """A run killed between frames resumes at the first unfinished one, warm-started from the
     stored state: the results equal an uninterrupted run's."""
