@@ -136,7 +136,8 @@ def test_bad_input_short_error_no_traceback(
 
 @pytest.mark.parametrize(
     "args",
-    [["degradation=sr5"], ["noise.sigma_y=-0.1"]],  # caught before Hydra; caught by the run
+    # a misspelt key, caught before Hydra (close matches: test_cli_help); a bad value, by the run
+    [["sampler.timestep=5"], ["noise.sigma_y=-0.1"]],
     ids=["command line", "run"],
 )
 def test_cli_prints_bad_input_as_one_line_and_exits_2(tmp_path: Path, args: list[str]) -> None:

@@ -143,13 +143,6 @@ def test_valid_command_lines_pass(args: list[str]) -> None:
     assert check_overrides(args) is None
 
 
-def test_misspelt_key_exits_2_with_the_message() -> None:
-    out = _cli("sampler.timestep=5")
-    assert out.returncode == 2
-    assert out.stderr.startswith("ddrm_exp: error: Invalid command line: ")
-    assert "sampler.timesteps" in out.stderr and "Traceback" not in out.stderr
-
-
 @pytest.mark.parametrize("estimator", ["classical", "classical_local", "in_loop"])
 def test_one_kernel_size_override_for_every_estimator(estimator: str) -> None:
     cfg = compose_cfg([f"kernel_estimator={estimator}", "kernel_estimator.kernel_size=9"])
