@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import QuietHandler, cli_env, compose_cfg, local_server, run_cli
+from helpers import QuietHandler, compose_cfg, config_error, local_server
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
@@ -312,7 +312,11 @@ def test_table1_uses_the_official_mask_only_for_lorem() -> None:
     assert compose_cfg(["degradation=inpaint_lorem"]).degradation.source == "rendered"
 
 
-def test_cli_official_offline_is_one_paragraph_before_the_model(tmp_path: Path) -> None:
+def test_official_offline_is_one_paragraph_before_the_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In process: how the CLI prints a ConfigError (one paragraph, exit 2) is test_cli's."""
+    monkeypatch.setenv("DDRM_EXP_OFFLINE", "1")
     args = [
         "degradation=inpaint_lorem",
         "degradation.source=official",
@@ -320,12 +324,9 @@ def test_cli_official_offline_is_one_paragraph_before_the_model(tmp_path: Path) 
         "model=lsun_bedroom",
         f"paths.cache_dir={tmp_path / 'cache'}",
         "logger=none",
-        f"hydra.run.dir={tmp_path / 'run'}",
     ]
-    proc = run_cli(args, tmp_path, env=cli_env(DDRM_EXP_OFFLINE="1"))
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    error = [line for line in proc.stderr.splitlines() if line.startswith("ddrm_exp: error:")]
-    assert len(error) == 1 and "Traceback" not in proc.stderr
-    assert om.LOREM_URL in error[0] and "lorem3.npy" in error[0]
-    assert "weights" not in error[0]
+    error = config_error(args, tmp_path / "run")
+    assert "\n" not in error.strip()
+    assert om.LOREM_URL in error and "lorem3.npy" in error
+    assert "weights" not in error
     assert not (tmp_path / "run" / "results.jsonl").exists()
