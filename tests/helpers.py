@@ -78,6 +78,23 @@ def run_cli(
     )
 
 
+def run_cli_ok(
+    args: list[str], cwd: Path, *, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """:func:`run_cli` that fails the test, with the end of stderr, unless it exits 0."""
+    proc = run_cli(args, cwd, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def run_sweep(args: list[str], sweep: Path, cwd: Path, *, timeout: float = 300) -> list[Path]:
+    """``python -m ddrm_exp -m ARGS hydra.sweep.dir=SWEEP``, which must succeed: its job
+    directories, in job order."""
+    run_cli_ok(["-m", *args, f"hydra.sweep.dir={sweep}"], cwd, timeout=timeout)
+    jobs = (p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
+    return sorted(jobs, key=lambda p: int(p.name))
+
+
 def run_script(
     script: str, args: list[str], *, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import Spectral, dense_h, make_operator, measurement, run_cli, tiny_eps_prior
+from helpers import Spectral, dense_h, make_operator, measurement, run_sweep, tiny_eps_prior
 from torch import Tensor, nn
 
 from ddrm_exp.degradations.base import HFunctions
@@ -387,7 +387,6 @@ def test_cli_runs_each_baseline(tmp_path: Path) -> None:
     over the four, so the test pays Python's and the model's start-up once)."""
     sweep = tmp_path / "sweep"
     args = [
-        "-m",
         "sampler=ddnm,pigdm,dps,diffpir",
         "sampler.timesteps=3",
         "dataset.limit=1",
@@ -395,12 +394,9 @@ def test_cli_runs_each_baseline(tmp_path: Path) -> None:
         "logger=none",
         "metrics.lpips=false",
         "save_images=false",
-        f"hydra.sweep.dir={sweep}",
     ]
-    proc = run_cli(args, tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
     seen = set()
-    for job in sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit()):
+    for job in run_sweep(args, sweep, tmp_path):
         summary = json.loads((job / "summary.json").read_text())
         sampler = summary["sampler"]
         per_forward = 2 if sampler in ("pigdm", "dps", "mcg") else 1  # a VJP: forward + backward

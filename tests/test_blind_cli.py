@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import GAUSSIAN_32, config_error, run_cli, run_job
+from helpers import GAUSSIAN_32, config_error, run_cli_ok, run_job
 from omegaconf import OmegaConf
 
 from ddrm_exp.config import instantiate_config
@@ -133,7 +133,7 @@ def test_ground_truth_kernels_per_image(bsd_root: Path, tmp_path: Path) -> None:
 
 def test_real_blur_with_estimated_kernels(bsd_root: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "est"
-    proc = run_cli(
+    proc = run_cli_ok(
         [
             *FAST,
             "dataset=bsd",
@@ -148,7 +148,6 @@ def test_real_blur_with_estimated_kernels(bsd_root: Path, tmp_path: Path) -> Non
         ],
         cwd=tmp_path,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
     assert "kernel s (estimated)" in proc.stdout
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["kernel"]["estimation_seconds"]["mean"] > 0

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from helpers import FAST_RUN as FAST
-from helpers import compose_cfg, config_error, run_cli, run_job
+from helpers import compose_cfg, config_error, run_cli, run_cli_ok, run_job, run_sweep
 
 from ddrm_exp.runner import RunContext, run
 
@@ -21,8 +21,7 @@ def read_results(run_dir: Path) -> list[dict]:
 def test_default_run_beats_pinv_and_writes_outputs(tmp_path: Path) -> None:
     """The README's main command, as is, except where it writes."""
     run_dir = tmp_path / "run"
-    proc = run_cli([f"hydra.run.dir={run_dir}"], cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_cli_ok([f"hydra.run.dir={run_dir}"], cwd=tmp_path)
     assert f"Outputs: {run_dir}" in proc.stdout
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["count"] == 4 and summary["nfe"] == 20
@@ -66,20 +65,8 @@ def test_issue_example_overrides(tmp_path: Path) -> None:
 
 def test_multirun_one_dir_per_job_one_wandb_group(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
-    proc = run_cli(
-        [
-            "-m",
-            "degradation=sr4,colorize",
-            "noise.sigma_y=0.0",
-            "logger=wandb",
-            "save_images=false",
-            *FAST,
-            f"hydra.sweep.dir={sweep}",
-        ],
-        cwd=tmp_path,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
+    args = ["degradation=sr4,colorize", "noise.sigma_y=0.0", "logger=wandb", "save_images=false"]
+    jobs = run_sweep([*args, *FAST], sweep, tmp_path)
     assert [p.name for p in jobs] == ["0", "1"]
     degs = sorted(json.loads((j / "summary.json").read_text())["degradation"] for j in jobs)
     assert degs == ["colorize", "sr4"]

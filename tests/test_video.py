@@ -11,10 +11,9 @@ import sys
 import time
 from pathlib import Path
 
-import helpers
 import pytest
 import torch
-from helpers import GAUSSIAN_32, cli_env, compose_cfg
+from helpers import GAUSSIAN_32, cli_env, compose_cfg, run_cli_ok, run_sweep
 
 from ddrm_exp.datasets.bsd_mini import write_mini_bsd
 from ddrm_exp.degradations.base import HFunctions
@@ -67,13 +66,6 @@ def run_video(out: Path, root: Path | None, *extra: str, data: list[str] = SYNTH
     groups = (o.split("=", 1) for o in overrides if "=" in o and not o.startswith("+"))
     choices = {k: v for k, v in groups if "." not in k and k != "task"}
     return run(cfg, RunContext(output_dir=out, choices=choices))
-
-
-def run_cli(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    """``python -m ddrm_exp ARGS``, which must succeed."""
-    proc = helpers.run_cli(args, cwd, timeout=timeout)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
 
 
 def records(run_dir: Path) -> list[dict]:
@@ -245,7 +237,6 @@ def test_warm_start_at_the_top_from_zero_is_a_cold_start() -> None:
 def test_video_bsd_multirun_writes_the_comparison_table(bsd_root: Path, tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     args = [
-        "-m",
         "experiment=video_bsd",
         "model=gaussian",
         f"model.image_size={SIZE}",
@@ -254,13 +245,12 @@ def test_video_bsd_multirun_writes_the_comparison_table(bsd_root: Path, tmp_path
         "logger=none",
         f"dataset.root={bsd_root}",
         "kernel_estimator.kernel_size=5",
-        f"hydra.sweep.dir={sweep}",
     ]
-    run_cli(args, tmp_path, timeout=600)
+    jobs = run_sweep(args, sweep, tmp_path, timeout=600)
     table = (sweep / "tables" / "video.md").read_text()
     for mode in ("independent", "warm_start (t*=150)", "shared_noise", "kernel_propagation"):
         assert f"| {mode} |" in table, table
-    for job in sorted(p for p in sweep.iterdir() if p.name.isdigit()):
+    for job in jobs:
         assert (job / "videos" / "000.mp4").is_file()
 
 
@@ -285,7 +275,7 @@ def test_all_temporal_help_with_estimated_kernels(
     assert not any(r["temporal"]["kernel_propagated"] for r in recs if r["position"] == 0)
 
 
-@pytest.mark.slow  # ~25 s: the kill itself is test_resume's; the video resume is
+@pytest.mark.slow  # 12-28 s: the kill itself is test_resume's; the video resume is
 # test_resume_recomputes_only_the_unfinished_frame_exactly, in process
 def test_sigkill_mid_sequence_then_rerun_finishes_exactly(bsd_root: Path, tmp_path: Path) -> None:
     """A run killed between frames resumes at the first unfinished one, warm-started from the
@@ -303,7 +293,7 @@ def test_sigkill_mid_sequence_then_rerun_finishes_exactly(bsd_root: Path, tmp_pa
         f"dataset.root={bsd_root}",
     ]
     reference = tmp_path / "reference"
-    run_cli([*args, f"hydra.run.dir={reference}"], tmp_path)
+    run_cli_ok([*args, f"hydra.run.dir={reference}"], tmp_path)
 
     run_dir = tmp_path / "run"
     results = run_dir / "results.jsonl"
@@ -325,7 +315,7 @@ def test_sigkill_mid_sequence_then_rerun_finishes_exactly(bsd_root: Path, tmp_pa
     done_at_kill = results.read_text().count("\n")
     assert 2 <= done_at_kill < 2 * FRAMES, "the kill did not land mid-run"
 
-    again = run_cli([*args, f"hydra.run.dir={run_dir}"], tmp_path)
+    again = run_cli_ok([*args, f"hydra.run.dir={run_dir}"], tmp_path)
     assert f"{2 * FRAMES - done_at_kill} of {2 * FRAMES} frames to compute" in again.stdout
 
     def outcome(run: Path) -> list[tuple]:
