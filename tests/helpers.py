@@ -1,4 +1,7 @@
-"""What many test files need: a composed config, the CLI in a subprocess, fast overrides.
+"""What many test files need: a composed config, the CLI in a subprocess (one run, a sweep),
+fast overrides, in-process jobs and config errors, a markdown table's row, and for sampler
+tests a float64 operator from its config, a tiny ε-network prior, a seeded measurement and
+the dense SVD (LAPACK's, not the operator's) that reference samplers work on.
 
 Imported as ``from helpers import ...`` (pytest puts tests/ on sys.path).
 """
