@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -9,12 +10,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from helpers import GAUSSIAN_32, compose_cfg, reap, spawn
+from helpers import GAUSSIAN_32, compose_cfg, reap, run_job, spawn
 from omegaconf import DictConfig
 from PIL import Image
 
@@ -168,9 +170,25 @@ def finish(proc: subprocess.Popen[str], timeout: float = 240) -> str:
     return out
 
 
-def test_sigkill_mid_run_then_rerun_computes_only_the_rest(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Torch on one thread, as in the CLI processes (cli_env), so in-process runs give their
+    results to the bit."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_sigkill_mid_run_then_rerun_computes_only_the_rest(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The killed run is a CLI process; the reference and the rerun run in process."""
     reference = tmp_path / "reference"
-    finish(cli([*KILL_ARGS, f"hydra.run.dir={reference}"], tmp_path))
+    with one_thread():
+        run_job(KILL_ARGS, reference)
     ref = read_lines(reference / "results.jsonl")
     assert len(ref) == 6
 
@@ -190,8 +208,9 @@ def test_sigkill_mid_run_then_rerun_computes_only_the_rest(tmp_path: Path) -> No
     assert 1 <= done_at_kill < 6, "the kill did not land mid-run"
     assert not (run_dir / "summary.json").exists()
 
-    log = finish(cli([*KILL_ARGS, f"hydra.run.dir={run_dir}"], tmp_path))
-    assert f"resuming: {done_at_kill} of 6 images already done" in log
+    with one_thread(), caplog.at_level(logging.INFO):
+        run_job(KILL_ARGS, run_dir)
+    assert f"resuming: {done_at_kill} of 6 images already done" in caplog.text
     lines = results.read_text().splitlines()
     records = [json.loads(line) for line in lines]  # no torn line: every line parses
     assert [r["index"] for r in records] == list(range(6))  # each index once, in order
