@@ -179,6 +179,18 @@ def run_job(overrides: list[str], out_dir: Path, *, conf_dir: Path = CONF_DIR) -
     return run(cfg, RunContext(output_dir=out_dir, choices=choices))
 
 
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Torch on one thread, as in CLI processes (:func:`cli_env`): an in-process run beside a
+    CLI run then gives its results to the bit."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def config_error(overrides: list[str], out_dir: Path) -> str:
     """The one-paragraph error ``python -m ddrm_exp OVERRIDES`` would print before exiting 2,
     found in-process: the command-line check first, then the run's own (a ConfigError)."""

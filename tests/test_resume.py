@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -10,13 +9,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from helpers import GAUSSIAN_32, compose_cfg, reap, run_job, spawn
+from helpers import GAUSSIAN_32, compose_cfg, one_thread, reap, run_job, spawn
 from omegaconf import DictConfig
 from PIL import Image
 
@@ -168,18 +166,6 @@ def finish(proc: subprocess.Popen[str], timeout: float = 240) -> str:
     rc, out = reap(proc, timeout)
     assert rc == 0, out[-3000:]
     return out
-
-
-@contextlib.contextmanager
-def one_thread() -> Iterator[None]:
-    """Torch on one thread, as in the CLI processes (cli_env), so in-process runs give their
-    results to the bit."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def test_sigkill_mid_run_then_rerun_computes_only_the_rest(

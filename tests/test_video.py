@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import GAUSSIAN_32, cli_env, compose_cfg, run_cli_ok, run_sweep
+from helpers import GAUSSIAN_32, cli_env, compose_cfg, one_thread, run_job, run_sweep
 
 from ddrm_exp.datasets.bsd_mini import write_mini_bsd
 from ddrm_exp.degradations.base import HFunctions
@@ -275,11 +276,12 @@ def test_all_temporal_help_with_estimated_kernels(
     assert not any(r["temporal"]["kernel_propagated"] for r in recs if r["position"] == 0)
 
 
-@pytest.mark.slow  # 12-28 s: the kill itself is test_resume's; the video resume is
-# test_resume_recomputes_only_the_unfinished_frame_exactly, in process
-def test_sigkill_mid_sequence_then_rerun_finishes_exactly(bsd_root: Path, tmp_path: Path) -> None:
+def test_sigkill_mid_sequence_then_rerun_finishes_exactly(
+    bsd_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """A run killed between frames resumes at the first unfinished one, warm-started from the
-    stored state: the results equal an uninterrupted run's."""
+    stored state: the results equal an uninterrupted run's. The killed run is a CLI process;
+    the reference and the rerun run in process."""
     args = [
         *FAST,
         *SYNTHETIC,
@@ -293,7 +295,8 @@ def test_sigkill_mid_sequence_then_rerun_finishes_exactly(bsd_root: Path, tmp_pa
         f"dataset.root={bsd_root}",
     ]
     reference = tmp_path / "reference"
-    run_cli_ok([*args, f"hydra.run.dir={reference}"], tmp_path)
+    with one_thread():
+        run_job(args, reference)
 
     run_dir = tmp_path / "run"
     results = run_dir / "results.jsonl"
@@ -315,8 +318,9 @@ def test_sigkill_mid_sequence_then_rerun_finishes_exactly(bsd_root: Path, tmp_pa
     done_at_kill = results.read_text().count("\n")
     assert 2 <= done_at_kill < 2 * FRAMES, "the kill did not land mid-run"
 
-    again = run_cli_ok([*args, f"hydra.run.dir={run_dir}"], tmp_path)
-    assert f"{2 * FRAMES - done_at_kill} of {2 * FRAMES} frames to compute" in again.stdout
+    with one_thread(), caplog.at_level(logging.INFO):
+        run_job(args, run_dir)
+    assert f"{2 * FRAMES - done_at_kill} of {2 * FRAMES} frames to compute" in caplog.text
 
     def outcome(run: Path) -> list[tuple]:
         return [
