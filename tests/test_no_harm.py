@@ -86,6 +86,13 @@ def test_rule_decisions() -> None:
         rule.decide(line(5, 3), None)
 
 
+def test_fallback_kernel_is_milder() -> None:
+    rule = NoHarmRule(fallback="wiener", fallback_mix=0.25)
+    k = line(5, 3)
+    assert torch.allclose(rule.fallback_kernel(k), 0.75 * k + 0.25 * delta(5))
+    assert torch.equal(NoHarmRule(fallback_mix=0.0).fallback_kernel(k), k)
+
+
 def test_rule_config_errors() -> None:
     assert NoHarmRule.from_config(None) is None
     assert NoHarmRule.from_config(OmegaConf.create({})) is None
@@ -97,6 +104,10 @@ def test_rule_config_errors() -> None:
         NoHarmRule(crop=1.0)
     with pytest.raises(ConfigError, match="min_spread"):
         NoHarmRule(min_spread=-1.0)
+    with pytest.raises(ConfigError, match="fallback must be one of"):
+        NoHarmRule.from_config({"fallback": "rl"})
+    with pytest.raises(ConfigError, match="fallback_mix"):
+        NoHarmRule(fallback_mix=1.5)
 
 
 def test_delta_mix_blends_the_estimate_with_a_delta() -> None:
@@ -128,18 +139,32 @@ def test_pipeline_returns_the_frames_the_rule_keeps(tmp_path: Path) -> None:
         "noise.assumed_sigma_y=0.02",
         "sampler.timesteps=3",
     ]
-    strict = ["kernel_estimator.no_harm.min_agreement=0.99999", "kernel_estimator.delta_mix=0"]
-    for name, extra in (("kept", strict), ("off", ["kernel_estimator.no_harm=null"])):
+    strict = [
+        "kernel_estimator.no_harm.min_agreement=0.99999",
+        "kernel_estimator.no_harm.min_spread=0",
+    ]
+    runs = {
+        "blurry": [*strict, "kernel_estimator.no_harm.fallback=blurry"],
+        # mix 0: the fallback is Wiener with the very kernel the records' Wiener baseline uses
+        "wiener": [*strict, "kernel_estimator.no_harm.fallback_mix=0"],
+        "off": ["kernel_estimator.no_harm=null"],
+    }
+    records = {}
+    for name, extra in runs.items():
         run_job(common + extra, tmp_path / name)
-    kept, off = (
-        [json.loads(s) for s in (tmp_path / n / "results.jsonl").read_text().splitlines()]
-        for n in ("kept", "off")
-    )
-    assert len(kept) == len(off) == 2
-    for r in kept:
+        lines = (tmp_path / name / "results.jsonl").read_text().splitlines()
+        records[name] = [json.loads(line) for line in lines]
+        assert len(records[name]) == 2
+    for r in records["blurry"]:
         assert r["kernel"]["kept"] == "unreliable_kernel"
+        assert r["kernel"]["returned"] == "blurry"
         assert 0 < r["kernel"]["agreement"] < 0.99999
         assert r["restored"]["psnr"] == r["measurement"]["psnr"]
-    for r in off:
+    for r in records["wiener"]:
+        assert r["kernel"]["returned"] == "wiener"
+        assert r["restored"]["psnr"] == pytest.approx(r["wiener"]["psnr"], abs=1e-3)
+        assert r["restored"]["psnr"] != r["measurement"]["psnr"]
+    for r in records["off"]:
         assert r["kernel"]["kept"] is None and r["kernel"]["agreement"] is None
+        assert r["kernel"]["returned"] == "restored"
         assert r["restored"]["psnr"] != r["measurement"]["psnr"]

@@ -24,7 +24,9 @@ from ddrm_exp.degradations.kernels2d import normalized_cross_correlation
 from ddrm_exp.errors import ConfigError
 from ddrm_exp.kernel_estimation.classical import kernel_spread
 
-__all__ = ["NoHarmRule", "corner_crops", "crop_agreement"]
+__all__ = ["FALLBACKS", "NoHarmRule", "corner_crops", "crop_agreement", "fallback_kernel"]
+
+FALLBACKS = ("blurry", "wiener")
 
 
 def corner_crops(images: Tensor, crop: float) -> list[Tensor]:
@@ -54,6 +56,13 @@ def crop_agreement(
     ]
 
 
+def fallback_kernel(kernel: Tensor, mix: float) -> Tensor:
+    """``(1 - mix) * kernel + mix * delta`` (odd-sided ``(kh, kw)`` kernel summing to 1)."""
+    delta = torch.zeros_like(kernel)
+    delta[kernel.shape[0] // 2, kernel.shape[1] // 2] = 1
+    return (1 - mix) * kernel + mix * delta
+
+
 @dataclass(frozen=True)
 class NoHarmRule:
     """Restore a frame only when its kernel estimate is trustworthy and its blur large enough.
@@ -64,15 +73,27 @@ class NoHarmRule:
         min_spread: frames whose estimated :func:`kernel_spread` (px) is below this are kept
             (too little blur for the prior to gain); 0: off.
         crop: side of the corner crops as a fraction of the frame's.
+        fallback: what a kept frame returns: ``blurry`` (the frame as it is) or ``wiener``
+            (Wiener deconvolution with the milder kernel ``(1 - fallback_mix) * estimate +
+            fallback_mix * delta``: a little sharper and, on validation frames, rarely worse).
+        fallback_mix: see ``fallback``.
     """
 
     min_agreement: float = 0.0
     min_spread: float = 0.0
     crop: float = 0.75
+    fallback: str = "blurry"
+    fallback_mix: float = 0.5
 
     def __post_init__(self) -> None:
         as_float(self.min_agreement, "kernel_estimator.no_harm.min_agreement", low=0.0)
         as_float(self.min_spread, "kernel_estimator.no_harm.min_spread", low=0.0)
+        if self.fallback not in FALLBACKS:
+            raise ConfigError(
+                f"kernel_estimator.no_harm.fallback must be one of {', '.join(FALLBACKS)}, got "
+                f"{self.fallback!r}."
+            )
+        as_float(self.fallback_mix, "kernel_estimator.no_harm.fallback_mix", low=0.0, high=1.0)
         if not 0.25 <= float(self.crop) < 1.0:
             raise ConfigError(
                 f"kernel_estimator.no_harm.crop must be in [0.25, 1), got {self.crop!r}."
@@ -83,13 +104,18 @@ class NoHarmRule:
         """The rule of a ``no_harm`` config node (a mapping), or None when it is null/empty."""
         if node is None or len(node) == 0:
             return None
-        unknown = set(node) - {"min_agreement", "min_spread", "crop"}
+        keys = ("min_agreement", "min_spread", "crop", "fallback", "fallback_mix")
+        unknown = set(node) - set(keys)
         if unknown:
             raise ConfigError(
                 f"kernel_estimator.no_harm has unknown keys {sorted(unknown)}; use "
-                "min_agreement, min_spread and crop."
+                f"{', '.join(keys)}."
             )
-        return cls(**{k: float(v) for k, v in node.items()})
+        return cls(**{k: v if k == "fallback" else float(v) for k, v in node.items()})
+
+    def fallback_kernel(self, kernel: Tensor) -> Tensor:
+        """:func:`fallback_kernel` of ``kernel`` with this rule's ``fallback_mix``."""
+        return fallback_kernel(kernel, self.fallback_mix)
 
     @property
     def needs_agreement(self) -> bool:

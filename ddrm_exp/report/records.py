@@ -36,6 +36,7 @@ class KernelInfo(TypedDict, total=False):
     estimation_seconds: float | None
     kept: str | None  # why the frame was returned as it is (no-harm rule, delta kernel); None
     agreement: float | None  # the no-harm rule's crop agreement of the estimate
+    returned: str | None  # restored | blurry | wiener (the no-harm rule's fallback)
     file: str | None
 
 

@@ -54,7 +54,7 @@ from ddrm_exp.degradations.valid_blur import TaperedFFTBlur
 from ddrm_exp.errors import ConfigError
 from ddrm_exp.kernel_estimation.reliability import NoHarmRule, crop_agreement
 from ddrm_exp.metrics.image import psnr, ssim
-from ddrm_exp.restoration.classical import classical_metrics
+from ddrm_exp.restoration.classical import classical_metrics, wiener_deconvolve
 from ddrm_exp.run.outputs import kernel_path, measurement_png_path, save_npy
 from ddrm_exp.samplers.base import Sampler, SampleResult
 from ddrm_exp.samplers.blind import InLoopKernelDDRM
@@ -343,7 +343,7 @@ class MeasurementPlan:
             y = bm.y if bm.untapered is None else bm.untapered
             for j, why in enumerate(bm.kept):
                 if why is not None:
-                    result.x0[j] = y[j].reshape(result.x0[j].shape)
+                    result.x0[j] = self._kept_frame(bm, y, j, why).reshape(result.x0[j].shape)
         if kernel is not None and self.assumed is not None:
             k = kernel.detach().to("cpu", torch.float64)
             bm.kernels = k.reshape(bm.y.shape[0], *k.shape[-2:])
@@ -355,6 +355,18 @@ class MeasurementPlan:
                 dtype=self.assumed.dtype,
             )
         return bm.operator
+
+    def _kept_frame(self, bm: BatchMeasurement, y: Tensor, j: int, why: str) -> Tensor:
+        """What image ``j``, kept by ``why``, returns: the measurement, or the no-harm rule's
+        Wiener fallback with the milder kernel (not for a delta kernel: nothing to undo)."""
+        shape = self.operator.shape
+        rule = self.no_harm
+        if rule is None or rule.fallback == "blurry" or why == "delta_kernel":
+            return y[j].reshape(shape)
+        assert bm.estimates is not None  # the rule only judges estimated kernels
+        k = rule.fallback_kernel(bm.estimates[j])
+        image = y[j].reshape(1, *shape)
+        return wiener_deconvolve(image, k, border=self.classical_border)[0].to(y)
 
     def record(
         self, bm: BatchMeasurement, j: int, out_dir: Path, index: int, name: str, save: bool
@@ -392,6 +404,7 @@ class MeasurementPlan:
             ),
             # Returned as it is, and why (see BatchMeasurement.kept); None: restored.
             "kept": bm.kept[j] if bm.kept is not None else None,
+            "returned": self._returned(bm, j),
             "agreement": bm.agreement[j] if bm.agreement is not None else None,
             "file": None,
         }
@@ -403,6 +416,15 @@ class MeasurementPlan:
             info["file"] = str(path.relative_to(out_dir))
         out["kernel"] = info
         return out
+
+    def _returned(self, bm: BatchMeasurement, j: int) -> str:
+        """``restored``, ``blurry`` or ``wiener``: what image ``j``'s restoration is."""
+        why = bm.kept[j] if bm.kept is not None else None
+        if why is None:
+            return "restored"
+        if why == "delta_kernel" or self.no_harm is None:
+            return "blurry"
+        return self.no_harm.fallback
 
 
 def _check_dataset_measurement(
