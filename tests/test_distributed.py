@@ -11,7 +11,7 @@ from typing import Any
 
 import hydra.core.utils as hydra_utils
 import pytest
-from helpers import reap, spawn
+from helpers import one_thread, reap, run_job, spawn
 from omegaconf import OmegaConf
 
 from ddrm_exp.distributed import SINGLE, Shard, pin_hydra_clock
@@ -60,10 +60,8 @@ def read(run_dir: Path) -> list[dict[str, Any]]:
 
 def test_torchrun_two_ranks_match_one_process(tmp_path: Path) -> None:
     single = tmp_path / "single"
-    run_ok(
-        [sys.executable, "-m", "ddrm_exp", *ARGS, "logger=none", f"hydra.run.dir={single}"],
-        tmp_path,
-    )
+    with one_thread():  # in process, as a CLI process would compute it
+        run_job([*ARGS, "logger=none"], single)
     # Rank 1 starts 1.5 s late: the run directory is named by the clock (${now:...}), and both
     # ranks must still land in one directory.
     launcher = tmp_path / "late_rank1.sh"
