@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import torch
+from helpers import run_script
 
 from ddrm_exp.models.pretrained import build_pretrained_prior
 
@@ -27,18 +27,7 @@ SMALL = [
 
 
 def train(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "train_prior.py"),
-            *SMALL,
-            f"out_dir={out}",
-            *extra,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_script("train_prior.py", [*SMALL, f"out_dir={out}", *extra])
 
 
 def test_train_resume_and_export(tmp_path: Path) -> None:
