@@ -27,13 +27,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from ddrm_exp.degradations.kernels2d import normalized_cross_correlation
 from ddrm_exp.kernel_estimation.classical import kernel_spread
-from ddrm_exp.kernel_estimation.reliability import NoHarmRule, crop_agreement
+from ddrm_exp.kernel_estimation.reliability import NoHarmRule, crop_agreement, fallback_kernel
 from ddrm_exp.metrics import format_stat, mean_ci
+from ddrm_exp.metrics.image import psnr
+from ddrm_exp.restoration import wiener_deconvolve
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -47,6 +50,9 @@ def features(args: argparse.Namespace) -> None:
          .items() if k not in ("defaults", "no_harm")}
     )  # fmt: skip
     cfg.num_threads = 1
+    for item in args.est:
+        key, _, value = item.partition("=")
+        OmegaConf.update(cfg, key, yaml.safe_load(value))
     est = instantiate(cfg)
     with Path(args.out).open("w") as fh:
         for f in tree_frames(Path(args.root)):
@@ -61,6 +67,10 @@ def features(args: argparse.Namespace) -> None:
             }
             for crop in args.crops:
                 rec[f"agree{crop:g}"] = crop_agreement(est, y, k[None], crop)[0]
+            # The Wiener fallback's PSNR with the milder kernel of each mix.
+            for mix in args.mixes:
+                out = wiener_deconvolve(y, fallback_kernel(k, mix), border="reflect")
+                rec[f"wiener{mix:g}"] = psnr(out, f.x[None])[0]
             fh.write(json.dumps(rec) + "\n")
             fh.flush()
             print(rec, file=sys.stderr, flush=True)
@@ -80,14 +90,20 @@ def _join(feature_path: str, psnr_paths: Sequence[str]) -> list[dict[str, Any]]:
     return rows
 
 
-def _rule_psnr(rows: list[dict[str, Any]], rule: NoHarmRule, key: str, arm: str) -> list[float]:
-    out = []
+def _rule_psnr(
+    rows: list[dict[str, Any]], rule: NoHarmRule, key: str, arm: str
+) -> tuple[list[float], int]:
+    """Each frame's PSNR under ``rule`` (DDRM's ``arm`` or the fallback), and how many kept."""
+    out, kept = [], 0
+    fallback = "blurry" if rule.fallback == "blurry" else f"wiener{rule.fallback_mix:g}"
     for r in rows:
         keep = (rule.min_spread > 0 and r["spread"] < rule.min_spread) or (
             rule.min_agreement > 0 and r[key] < rule.min_agreement
         )
-        out.append(r["psnr"]["blurry"] if keep else r["psnr"][arm])
-    return out
+        kept += keep
+        out.append((r["psnr"]["blurry"] if fallback == "blurry" else r[fallback]) if keep else
+                   r["psnr"][arm])  # fmt: skip
+    return out, kept
 
 
 def _ci(values: Sequence[float], groups: Sequence[str]) -> str:
@@ -105,33 +121,40 @@ def choose(args: argparse.Namespace) -> None:
     print(f"{len(rows)} frames; blurry {sum(blurry) / len(rows):.2f}, {args.arm} "
           f"{sum(ddrm) / len(rows):.2f}")  # fmt: skip
     keys = sorted(k for k in rows[0] if k.startswith("agree"))
+    mixes = sorted(float(k[6:]) for k in rows[0] if k.startswith("wiener"))
+    fallbacks = [("blurry", 0.5)] + [("wiener", m) for m in mixes]
     results = []
     for key in keys:
-        for a in (0.0, *[x / 100 for x in range(50, 100, 2)]):
-            for s in (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.2):
-                rule = NoHarmRule(min_agreement=a, min_spread=s)
-                vals = _rule_psnr(rows, rule, key, args.arm)
-                gain = [v - b for v, b in zip(vals, blurry, strict=True)]
-                worse = sum(g < -0.2 for g in gain)
-                results.append((sum(vals) / len(vals), key, a, s, sum(gain) / len(gain), worse))
+        for a in (0.0, *[x / 100 for x in range(50, 100, 2)], 0.985, 0.99, 0.995):
+            for s in (0.0, *[x / 10 for x in range(5, 31)]):
+                for fb, mix in fallbacks:
+                    rule = NoHarmRule(a, s, fallback=fb, fallback_mix=mix)
+                    vals, kept = _rule_psnr(rows, rule, key, args.arm)
+                    gain = [v - b for v, b in zip(vals, blurry, strict=True)]
+                    worse = sum(g < -0.2 for g in gain)
+                    name = fb if fb == "blurry" else f"wiener {mix:g}"
+                    results.append(
+                        (sum(vals) / len(vals), key, a, s, name, sum(gain) / len(gain), worse, kept)
+                    )
     results.sort(reverse=True)
-    print(
-        "| agreement key | min_agreement | min_spread | PSNR | − blurry | frames worse by > 0.2 |"
-    )
-    print("|---|---|---|---|---|---|")
-    for mean, key, a, s, g, worse in results[: args.top]:
-        print(f"| {key} | {a:.2f} | {s:.1f} | {mean:.2f} | {g:+.2f} | {worse} |")
+    print("| agreement key | min_agreement | min_spread | fallback | PSNR | − blurry | "
+          "worse by > 0.2 dB | kept |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
+    for mean, key, a, s, name, g, worse, kept in results[: args.top]:
+        print(f"| {key} | {a:.2f} | {s:.1f} | {name} | {mean:.2f} | {g:+.2f} | {worse} | {kept} |")
 
 
 def apply(args: argparse.Namespace) -> None:
     rows = [r for r in _join(args.features, args.psnr) if args.arm in r["psnr"]]
     groups = [r["group"] for r in rows]
-    rule = NoHarmRule(min_agreement=args.min_agreement, min_spread=args.min_spread)
-    vals = _rule_psnr(rows, rule, args.key, args.arm)
-    kept = sum(v == r["psnr"]["blurry"] for v, r in zip(vals, rows, strict=True))
+    rule = NoHarmRule(
+        args.min_agreement, args.min_spread, fallback=args.fallback, fallback_mix=args.mix
+    )
+    vals, kept = _rule_psnr(rows, rule, args.key, args.arm)
     print(
-        f"{len(rows)} frames ({len(set(groups))} sequences), {kept} kept as they are; rule "
-        f"min_agreement {args.min_agreement:g} ({args.key}), min_spread {args.min_spread:g}\n"
+        f"{len(rows)} frames ({len(set(groups))} sequences), {kept} not restored by DDRM "
+        f"(fallback {args.fallback}, mix {args.mix:g}); rule min_agreement "
+        f"{args.min_agreement:g} ({args.key}), min_spread {args.min_spread:g}\n"
     )
     print("| arm | PSNR | rule − arm (paired) |\n|---|---|---|")
     arms = ["blurry", args.arm, "true:valid", "wiener:cv", "rl:cv", "wiener:true", "rl:true"]
@@ -153,6 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     f.add_argument("root")
     f.add_argument("--out", required=True)
     f.add_argument("--crops", type=float, nargs="+", default=[0.6, 0.75])
+    f.add_argument("--est", nargs="*", default=[], help="estimator overrides key=value")
+    f.add_argument("--mixes", type=float, nargs="+", default=[0.25, 0.5, 0.75])
     for name in ("choose", "apply"):
         p = sub.add_parser(name)
         p.add_argument("features")
@@ -164,6 +189,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             p.add_argument("--key", default="agree0.75")
             p.add_argument("--min-agreement", type=float, default=0.0)
             p.add_argument("--min-spread", type=float, default=0.0)
+            p.add_argument("--fallback", default="blurry", choices=("blurry", "wiener"))
+            p.add_argument("--mix", type=float, default=0.5, help="the Wiener fallback's mix")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     {"features": features, "choose": choose, "apply": apply}[args.cmd](args)
