@@ -17,6 +17,11 @@ the run measures ``y = H x + σ_y z`` (``HFunctions.measure``):
   ``kernel_estimator`` group, reduced as in report §5.2). For the last two an operator is built
   per batch from ``(B, kh, kw)`` kernels (:meth:`AssumedBlur.with_kernels`); the sampler, the
   ``H⁺y`` baseline and the residual metrics all use that operator.
+* **Frames left unrestored.** With ``degradation.keep_sharp`` a frame whose kernel is a delta
+  is returned as measured; the estimator config's ``no_harm`` rule
+  (:class:`~ddrm_exp.kernel_estimation.reliability.NoHarmRule`) returns its fallback (the
+  frame, or Wiener with a milder kernel) for frames whose estimate it does not trust. The
+  records' ``kernel.kept`` / ``kernel.returned`` say which and why.
 * **Datasets without blurry frames** (``samples``, ``folder``, ...) under a blind degradation
   are blurred by its ``true_kernel`` (circularly, as ``bsd_synthetic`` does), which is then
   their true kernel, so blind deblurring runs on the bundled photos too.
