@@ -25,6 +25,8 @@ prior with assumed ``--sigma-y``, the same sampler seed per frame in every arm (
   (:func:`ddrm_exp.degradations.valid_blur.valid_blur_operator`);
 * ``est:<border>``: the same with the classical estimate (``conf/kernel_estimator/classical.yaml``
   with ``--est-kernel-size`` taps and ``--est key=value`` overrides), and its NCC with the truth.
+* ``wiener:<true|tag>``, ``rl:<true|tag>``: Wiener and Richardson-Lucy with the same kernel
+  (``ddrm_exp.restoration``, reflect borders); the ``ncc:<tag>`` line holds the estimate itself.
 
 Each (frame, arm) PSNR goes to ``--out`` as one JSON line as soon as it exists (a rerun skips
 what is there); ``table`` prints mean PSNR per arm and paired differences with 95 % t-CIs by
