@@ -9,7 +9,7 @@ from ddrm_exp.degradations.assumed_blur import AssumedBlur
 from ddrm_exp.degradations.denoising import Denoising
 from ddrm_exp.degradations.fft_blur import FFTBlur
 from ddrm_exp.degradations.kernels2d import gaussian_kernel2d, motion_kernel
-from ddrm_exp.degradations.valid_blur import TaperedFFTBlur
+from ddrm_exp.degradations.valid_blur import BorderBlur, TaperedFFTBlur
 
 SHAPE = (3, 12, 12)
 F64 = torch.float64
@@ -28,6 +28,21 @@ def test_fft_blur_with_kernels_keeps_its_kind_and_settings() -> None:
         x = torch.randn(2, 3 * 12 * 12, dtype=F64)
         torch.testing.assert_close(new.H(x), fresh.H(x))
         torch.testing.assert_close(new.singulars(), fresh.singulars())
+
+
+@pytest.mark.parametrize("border", ["valid", "reflect"])
+def test_border_blur_with_kernels_keeps_its_border_and_settings(border: str) -> None:
+    kernels = torch.stack([motion_kernel(5, 0.5, generator=1), gaussian_kernel2d(5, 1.0)])
+    first = gaussian_kernel2d(3, 0.7)
+    op = BorderBlur(SHAPE, kernel=first, border=border, zero_threshold=1e-3, dtype=F64)
+    torch.testing.assert_close(op.kernel2d, first.to(F64))  # declared when built directly
+    new = op.with_kernels(kernels)
+    assert type(new) is BorderBlur and new.border == border and new.per_image
+    assert new.zero_threshold == 1e-3 and new.kernel.dtype == F64
+    torch.testing.assert_close(new.kernel2d, kernels.to(F64))
+    fresh = BorderBlur(SHAPE, kernel=kernels, border=border, zero_threshold=1e-3, dtype=F64)
+    x = torch.randn(2, 3 * 12 * 12, dtype=F64)
+    torch.testing.assert_close(new.H(x), fresh.H(x))
 
 
 def test_assumed_blur_batch_of_fft_kernels_is_one_batched_fft_blur() -> None:

@@ -313,6 +313,21 @@ class BorderBlur(HFunctions):
         self.v_mat = torch.stack(vs).to(device=device, dtype=dtype)
         self._singulars = torch.stack(ss).repeat_interleave(c, dim=1).to(device=device, dtype=dtype)
         self.kernel = (kernels if batched else kernels[0]).to(device=device, dtype=dtype)
+        self.kernel2d = self.kernel  # the declared kernel (HFunctions.kernel2d)
+        self.eig_dtype = eig_dtype
+
+    def with_kernels(self, kernels: Tensor) -> BorderBlur:
+        """This blur (its border, threshold, precision, device and dtype) for ``kernels``:
+        ``(kh, kw)``, or ``(B, kh, kw)`` with one per image. A new dense SVD per kernel."""
+        return type(self)(
+            self.shape,
+            kernel=kernels,
+            border=self.border,
+            zero_threshold=self.zero_threshold,
+            device=self.kernel.device,
+            dtype=self.kernel.dtype,
+            eig_dtype=self.eig_dtype,
+        )
 
     def _check_batch(self, b: int) -> None:
         if self.per_image and b != self.batch:
@@ -417,8 +432,8 @@ def valid_blur_operator(
 
     ``valid`` / ``zero`` / ``reflect``: :class:`BorderBlur`; ``taper``: :class:`TaperedFFTBlur`
     (call its ``prepare_measurement`` on the measurement); ``circular``: :class:`FFTBlur`.
-    Every operator measures an image of ``shape`` (``m = n``) and keeps its kernel as
-    ``kernel2d``.
+    Every operator measures an image of ``shape`` (``m = n``) and declares its kernel as
+    ``kernel2d``; ``with_kernels`` gives the same kind of operator for other kernels.
     """
     if border not in BORDERS:
         raise ConfigError(f"border={border!r} is not supported; use one of {', '.join(BORDERS)}.")
@@ -435,7 +450,4 @@ def valid_blur_operator(
     else:
         cls = TaperedFFTBlur if border == "taper" else FFTBlur
         op = cls(shape, kernel=kernel, zero_threshold=zero_threshold, device=device, dtype=dtype)
-    k, batched = _as_kernels(kernel)
-    chosen = (k if batched else k[0]).to(device=device, dtype=dtype)
-    op.kernel2d = chosen
     return op
