@@ -35,15 +35,6 @@ from torch import Tensor
 
 from ddrm_exp.errors import ConfigError
 
-__all__ = [
-    "BORDERS",
-    "RL_ITERATIONS",
-    "WIENER_BALANCE",
-    "classical_metrics",
-    "richardson_lucy_deconvolve",
-    "wiener_deconvolve",
-]
-
 BORDERS: tuple[str, ...] = ("circular", "reflect")
 
 # Chosen on validation data (see the module notes), the best mean PSNR over {true, estimated
