@@ -118,6 +118,7 @@ def test_default_pipeline_leaves_sharp_frames_as_they_are(tmp_path: Path) -> Non
     assert len(records) == 4
     for r in records:
         assert r["kernel"]["operator"] == "valid"
+        assert r["kernel"]["kept"] == "delta_kernel" and r["nfe"] == 0  # no sampler call
         restored, blurry = r["restored"]["psnr"], r["measurement"]["psnr"]
         # None: infinite PSNR (the frame is exactly the sharp one)
         assert restored == blurry or (restored is not None and restored >= blurry - 0.2)

@@ -157,6 +157,7 @@ def test_pipeline_returns_the_frames_the_rule_keeps(tmp_path: Path) -> None:
         assert len(records[name]) == 2
     for r in records["blurry"]:
         assert r["kernel"]["kept"] == "unreliable_kernel"
+        assert r["nfe"] == 0  # decided before sampling: the sampler never ran
         assert r["kernel"]["returned"] == "blurry"
         assert 0 < r["kernel"]["agreement"] < 0.99999
         assert r["restored"]["psnr"] == r["measurement"]["psnr"]
@@ -166,6 +167,7 @@ def test_pipeline_returns_the_frames_the_rule_keeps(tmp_path: Path) -> None:
         assert r["restored"]["psnr"] != r["measurement"]["psnr"]
     for r in records["off"]:
         assert r["kernel"]["kept"] is None and r["kernel"]["agreement"] is None
+        assert r["nfe"] > 0
         assert r["kernel"]["returned"] == "restored"
         assert r["restored"]["psnr"] != r["measurement"]["psnr"]
 
@@ -201,6 +203,7 @@ def test_default_rule_on_three_to_four_pixel_motion(tmp_path: Path) -> None:
     for r in records:
         kept, returned = r["kernel"]["kept"], r["kernel"]["returned"]
         assert (kept, returned) in (("mild_blur", "wiener"), ("delta_kernel", "blurry"))
+        assert r["nfe"] == 0 and r["seconds"] == 0.0
         gains.append(r["restored"]["psnr"] - r["measurement"]["psnr"])
     assert min(gains) > -0.5
     assert sum(gains) / len(gains) > 0

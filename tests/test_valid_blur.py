@@ -231,6 +231,8 @@ def test_keep_sharp_returns_frames_with_a_delta_kernel_unrestored() -> None:
         rank1_errors=[None, None],
         measurement_metrics=[{}, {}],
     )
+    plan.keep_delta_frames(bm)  # measure() decides it, before sampling
+    assert bm.sampled == [1]
     x0 = torch.zeros(2, 3, 8, 8)
     plan.after_sampling(bm, SampleResult(x0=x0, nfe=1))
     assert torch.equal(x0[0].reshape(-1), y[0])  # the delta frame is kept as it is

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -77,8 +77,9 @@ class BatchOutcome:
     operator: HFunctions  # the batch's operator (its final one for an in-loop kernel sampler)
     measurement_operator: HFunctions  # the operator y was measured and sampling began with
     measured: BatchMeasurement | None  # the blind plan's view of the batch; None otherwise
-    result: SampleResult
+    result: SampleResult  # x0 of the whole batch; nfe of each sampled frame
     seconds: float  # sampling time of the whole batch
+    sampled: list[int]  # the frames the sampler restored (the others were kept: no NFE)
     restored_metrics: list[dict[str, float | None]]
     baseline_metrics: list[dict[str, float | None]]
 
@@ -115,6 +116,14 @@ class BatchOutcome:
             s.options.style,
         )
 
+    def cost(self, j: int) -> dict[str, Any]:
+        """Image ``j``'s share of the sampling: NFE, seconds and the size of the batch the
+        sampler ran (a kept frame: none of it; its batch as loaded)."""
+        if j not in self.sampled:
+            return {"nfe": 0, "seconds": 0.0, "batch_size": len(self.indices)}
+        n = len(self.sampled)
+        return {"nfe": self.result.nfe, "seconds": self.seconds / n, "batch_size": n}
+
     def record(
         self,
         s: Setup,
@@ -130,9 +139,7 @@ class BatchOutcome:
             "name": name,
             **head,
             **s.record_fields(),
-            "nfe": self.result.nfe,
-            "seconds": self.seconds / len(self.indices),
-            "batch_size": len(self.indices),
+            **self.cost(j),
             "restored": self.restored_metrics[j],
             "baseline": self.baseline_metrics[j],
             **tail,
@@ -168,24 +175,23 @@ def restore_batch(
     the sampler's warm start from the batch's measurement ``(operator, y)``. ``init_kernels``
     (B, kh, kw): where the kernel estimate starts (the estimator's, or the in-loop sampler's).
     """
-    device, plan, seed = s.device, s.plan, s.options.seed
-    x = batch["image"].to(device)
+    plan = s.plan
+    x = batch["image"].to(s.device)
     indices = [int(i) for i in batch["index"]]
     names = list(batch["name"])
     operator, y, measured = measure_batch(s, batch, x, indices, init_kernels)
     seeds = indices if sampler_seeds is None else sampler_seeds
-    gens = image_generators(seed, seeds, STREAM_SAMPLER)
-    kwargs: dict[str, Any] = {}
-    if warm_start_from is not None:
-        kwargs["warm_start"] = warm_start_from(operator, y)
-    if isinstance(s.sampler, InLoopKernelDDRM) and init_kernels is not None:
-        kwargs["init_kernel"] = init_kernels
-    result, seconds = timed_sample(s, prior, operator, y, gens, kwargs)
+    todo = measured.sampled if measured is not None else list(range(len(indices)))
+    warm = warm_start_from(operator, y) if warm_start_from is not None and todo else None
+    part = SampledPart.of(s, operator, y, measured, todo, seeds)
+    result, seconds = part.sample(s, prior, x, warm, init_kernels)
     # One check of the batch's output, not one per step: NaN and inf propagate to x̂₀.
-    bad = faults.nonfinite_images(result.x0)
+    bad = faults.nonfinite_images(part.rows(result.x0)) if todo else []
     if bad:
-        failed = [names[j] for j in bad]
-        raise nonfinite(s, out_dir, prior, operator, y, gens_seeds=seeds, bad_names=failed)
+        failed = [names[todo[j]] for j in bad]
+        raise nonfinite(
+            s, out_dir, prior, part.operator, part.y, gens_seeds=part.seeds, bad_names=failed
+        )
     measurement_operator = operator
     if plan is not None and measured is not None:
         operator = plan.after_sampling(measured, result)
@@ -202,9 +208,78 @@ def restore_batch(
         measured=measured,
         result=result,
         seconds=seconds,
+        sampled=todo,
         restored_metrics=metrics(operator, result.x0, x, y),
         baseline_metrics=metrics(operator, baseline, x, y),
     )
+
+
+@dataclass
+class SampledPart:
+    """The frames of a batch the sampler restores (all but the blind plan's kept ones), with
+    their operator, measurement and sampler seeds."""
+
+    frames: list[int]
+    batch_size: int
+    operator: HFunctions
+    y: Tensor
+    seeds: list[int]
+
+    @classmethod
+    def of(
+        cls,
+        s: Setup,
+        operator: HFunctions,
+        y: Tensor,
+        measured: BatchMeasurement | None,
+        frames: list[int],
+        seeds: list[int],
+    ) -> SampledPart:
+        n = y.shape[0]
+        part_seeds = [seeds[j] for j in frames]
+        if len(frames) == n:
+            return cls(frames, n, operator, y, part_seeds)
+        if not frames:  # every frame kept: nothing is sampled
+            return cls(frames, n, operator, y[:0], part_seeds)
+        assert s.plan is not None and measured is not None  # only a blind plan keeps frames
+        part_operator, part_y = s.plan.sampled_part(measured, frames)
+        return cls(frames, n, part_operator, part_y, part_seeds)
+
+    @property
+    def whole(self) -> bool:
+        return len(self.frames) == self.batch_size
+
+    def rows(self, t: Tensor) -> Tensor:
+        """The rows of a whole-batch tensor that belong to these frames."""
+        return t if self.whole else t[self.frames]
+
+    def sample(
+        self,
+        s: Setup,
+        prior: DiffusionPrior,
+        x: Tensor,
+        warm: WarmStart | None,
+        init_kernels: Tensor | None,
+    ) -> tuple[SampleResult, float]:
+        """The sampler's result with x0 of the whole batch (zeros at the frames not sampled,
+        which the plan fills), and its time; no sampler call when no frame is left. Each image
+        has its own generators, so a frame's restoration does not depend on the others."""
+        if not self.frames:
+            return SampleResult(x0=torch.zeros_like(x), nfe=0), 0.0
+        gens = image_generators(s.options.seed, self.seeds, STREAM_SAMPLER)
+        kwargs: dict[str, Any] = {}
+        if warm is not None:
+            kwargs["warm_start"] = warm if self.whole else replace(warm, x0=self.rows(warm.x0))
+        if isinstance(s.sampler, InLoopKernelDDRM) and init_kernels is not None:
+            kwargs["init_kernel"] = self.rows(init_kernels)
+        result, seconds = timed_sample(s, prior, self.operator, self.y, gens, kwargs)
+        if self.whole:
+            return result, seconds
+        # Only estimated kernels known before sampling keep frames, never an in-loop sampler's.
+        assert result.kernel is None
+        x0 = result.x0.new_zeros((self.batch_size, *result.x0.shape[1:]))
+        x0[self.frames] = result.x0
+        return SampleResult(x0=x0, nfe=result.nfe), seconds
 
 
 def timed_sample(

@@ -20,8 +20,10 @@ the run measures ``y = H x + σ_y z`` (``HFunctions.measure``):
 * **Frames left unrestored.** With ``degradation.keep_sharp`` a frame whose kernel is a delta
   is returned as measured; the estimator config's ``no_harm`` rule
   (:class:`~ddrm_exp.kernel_estimation.reliability.NoHarmRule`) returns its fallback (the
-  frame, or Wiener with a milder kernel) for frames whose estimate it does not trust. The
-  records' ``kernel.kept`` / ``kernel.returned`` say which and why.
+  frame, or Wiener with a milder kernel) for frames whose estimate it does not trust. Both
+  need only the kernel and ``y``, so they are decided before sampling and the sampler runs on
+  the other frames alone (:attr:`BatchMeasurement.sampled`, :meth:`MeasurementPlan.sampled_part`):
+  a kept frame costs no NFE. The records' ``kernel.kept`` / ``kernel.returned`` say which and why.
 * **Datasets without blurry frames** (``samples``, ``folder``, ...) under a blind degradation
   are blurred by its ``true_kernel`` (circularly, as ``bsd_synthetic`` does), which is then
   their true kernel, so blind deblurring runs on the bundled photos too.
@@ -104,6 +106,12 @@ class BatchMeasurement:
     # The measurement as it came, where the operator changed y (edge tapering): kept frames
     # are returned as they came, not tapered.
     untapered: Tensor | None = None
+
+    @property
+    def sampled(self) -> list[int]:
+        """The frames the sampler restores: all but the kept ones (decided before sampling)."""
+        kept = self.kept or [None] * self.y.shape[0]
+        return [j for j, why in enumerate(kept) if why is None]
 
 
 class MeasurementPlan:
@@ -277,6 +285,7 @@ class MeasurementPlan:
         elif self.operator.kernel2d is not None:
             k = self.operator.kernel2d.to(torch.float64).cpu()
             bm.kernels = k if k.dim() == 3 else k.unsqueeze(0).expand(b, -1, -1)
+        self.keep_delta_frames(bm)
         if bm.kernels is not None:
             # On the measurement itself (before any edge tapering), with the data's borders.
             bm.classical = classical_metrics(y, x, bm.kernels, self.classical_border, self.use_ssim)
@@ -330,18 +339,32 @@ class MeasurementPlan:
         values["ssim"] = list(ssim(as_image, x)) if self.use_ssim else [None] * x.shape[0]
         return [{k: v[i] for k, v in values.items()} for i in range(x.shape[0])]
 
+    def keep_delta_frames(self, bm: BatchMeasurement) -> None:
+        """With ``keep_sharp``, mark the frames whose kernel is a delta as kept (before
+        sampling: the kernel is known then): a delta kernel says the frame is not blurred, and
+        restoring it anyway only adds the prior's own errors (about 30 dB PSNR, tiny prior)."""
+        if self.assumed is None or not self.assumed.keep_sharp or bm.kernels is None:
+            return
+        kept = bm.kept or [None] * len(bm.kernels)
+        bm.kept = [
+            "delta_kernel" if is_delta(k) else why for k, why in zip(bm.kernels, kept, strict=True)
+        ]
+
+    def sampled_part(self, bm: BatchMeasurement, frames: list[int]) -> tuple[HFunctions, Tensor]:
+        """The operator and ``y`` of the batch's ``frames`` alone (the ones the sampler restores
+        when the others are kept): the same per-image operators, so each frame's restoration is
+        the one it gets in the whole batch."""
+        y = bm.y[frames]
+        if self.assumed is None or not self.assumed.per_image or self.in_loop:
+            return bm.operator, y  # one operator for every image of the run
+        assert bm.kernels is not None  # per-image kernels are known before sampling
+        return self.assumed.with_kernels(bm.kernels[frames]), y
+
     def after_sampling(self, bm: BatchMeasurement, result: SampleResult) -> HFunctions:
         """The operator the baseline and the residuals use: the batch's, or, for a sampler that
-        refines the kernel while it samples (``result.kernel``), that of its final kernels."""
+        refines the kernel while it samples (``result.kernel``), that of its final kernels.
+        Kept frames (``bm.kept``, which the sampler did not see) get what they return here."""
         kernel = result.kernel
-        if self.assumed is not None and self.assumed.keep_sharp and bm.kernels is not None:
-            # A delta kernel says the frame is not blurred: it is kept as it is (restoring it
-            # anyway only adds the prior's own errors, about 30 dB PSNR with the tiny prior).
-            kept = bm.kept or [None] * len(bm.kernels)
-            bm.kept = [
-                "delta_kernel" if is_delta(k) else why
-                for k, why in zip(bm.kernels, kept, strict=True)
-            ]
         if bm.kept is not None:
             # The no-harm rule's frames too: an estimate that is not the frame's blur, or blur
             # too mild for the prior to gain, leaves the frame better as it is.
