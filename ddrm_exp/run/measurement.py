@@ -167,60 +167,31 @@ class MeasurementPlan:
         assumed = operator if isinstance(operator, AssumedBlur) else None
         wants_estimate = assumed is not None and assumed.assumed_kernel == "estimated"
         in_loop = isinstance(sampler, InLoopKernelDDRM)
-        if estimator_name == "in_loop" and not in_loop:
-            raise ConfigError(
-                "kernel_estimator=in_loop estimates the kernel inside the in-loop DDRM sampler "
-                f"(sampler=ddrm_blind); it cannot be combined with sampler={sampler.name}."
-            )
-        if in_loop:
-            estimator_name = "in_loop"
-        if in_loop and not wants_estimate:
-            raise ConfigError(
-                f"sampler={sampler.name} estimates the blur kernel while it samples; it needs "
-                "degradation=blur_estimated (degradation.assumed_kernel=estimated)."
-            )
-        if estimator_name != "none" and not wants_estimate:
-            log.info(
-                "kernel_estimator=%s is not used: the degradation does not assume an estimated "
-                "kernel (degradation.assumed_kernel=estimated does)",
-                estimator_name,
-            )
+        estimator_name = _estimator_for_sampler(sampler, estimator_name, in_loop, wants_estimate)
         if not from_dataset and assumed is None:
             return None
         # A blind degradation on a dataset without blurry frames blurs them itself.
         synthetic = not from_dataset and assumed is not None and assumed.true_kernel is not None
         has_true = "kernel" in first or synthetic
         if assumed is not None:
-            # The data's own border model: a camera's blurry frame is a valid blur of a larger
-            # scene; bsd_synthetic says how it blurs; this plan blurs the others circularly.
-            if from_dataset:
-                data_border = getattr(dataset, "blur_mode", None) if "kernel" in first else "valid"
-            else:
-                data_border = "circular" if synthetic else None
-            assumed.resolve_border(data_border)
+            assumed.resolve_border(_data_border(dataset, first, from_dataset, synthetic))
         if from_dataset:
             _check_dataset_measurement(first["measurement"], operator, shape, data_name)
-        estimator, no_harm = None, None
-        if estimator_node is not None and "no_harm" in estimator_node:
-            # A measurement policy kept with the estimator it was chosen for, not one of its
-            # parameters: taken off the node before the estimator is built.
-            no_harm = NoHarmRule.from_config(estimator_node.get("no_harm"))
-            estimator_node = {k: v for k, v in estimator_node.items() if k != "no_harm"}
+        no_harm, estimator_node = _split_no_harm(estimator_node)
         if assumed is not None and assumed.per_image:
             _check_per_image(assumed, first, from_dataset, synthetic, has_true, data_name)
             _check_estimator(assumed, estimator_name if wants_estimate else "none", in_loop)
-        if wants_estimate and not in_loop:
-            estimator = _build_estimator(estimator_node, shape)
+        estimates = wants_estimate and not in_loop
         plan = cls(
             operator,
             from_dataset=from_dataset,
             synthetic=synthetic,
             has_true_kernel=has_true,
-            estimator=estimator,
+            estimator=_build_estimator(estimator_node, shape) if estimates else None,
             estimator_name=estimator_name if wants_estimate else "none",
             use_ssim=use_ssim,
             in_loop=wants_estimate and in_loop,
-            no_harm=no_harm if wants_estimate and not in_loop else None,
+            no_harm=no_harm if estimates else None,
         )
         # Wiener/RL see the borders the data has: circular where it was blurred circularly
         # (this plan's true_kernel, bsd_synthetic's default), else a symmetric extension.
@@ -268,17 +239,7 @@ class MeasurementPlan:
                 dtype=assumed.dtype,
             )
         elif assumed is not None and assumed.per_image:
-            if assumed.assumed_kernel == "gt":
-                assert true is not None  # checked by build()
-                raw = true
-            else:
-                raw = self._estimate(bm, x.shape, init_kernels)
-            bm.kernels, bm.rank1_errors = assumed.prepare_kernels(raw)
-            bm.operator = assumed.with_kernels(bm.kernels)
-            # Edge tapering works on the measurement (its blurry-frame metrics are taken above).
-            if isinstance(bm.operator, TaperedFFTBlur):
-                bm.untapered = bm.y
-                bm.y = bm.operator.prepare_measurement(bm.y)
+            self._per_image_operator(bm, x.shape, init_kernels)
         elif assumed is not None:
             assert assumed.fixed_kernel is not None
             bm.kernels = assumed.fixed_kernel.unsqueeze(0).expand(b, -1, -1)
@@ -290,6 +251,24 @@ class MeasurementPlan:
             # On the measurement itself (before any edge tapering), with the data's borders.
             bm.classical = classical_metrics(y, x, bm.kernels, self.classical_border, self.use_ssim)
         return bm
+
+    def _per_image_operator(
+        self, bm: BatchMeasurement, shape: torch.Size, init_kernels: Tensor | None
+    ) -> None:
+        """The batch's kernels (true or estimated, then prepared) and their operator; tapers y
+        where the operator works on a tapered measurement."""
+        assert self.assumed is not None
+        if self.assumed.assumed_kernel == "gt":
+            assert bm.true_kernels is not None  # checked by build()
+            raw = bm.true_kernels
+        else:
+            raw = self._estimate(bm, shape, init_kernels)
+        bm.kernels, bm.rank1_errors = self.assumed.prepare_kernels(raw)
+        bm.operator = self.assumed.with_kernels(bm.kernels)
+        # Edge tapering works on the measurement (its blurry-frame metrics are taken before).
+        if isinstance(bm.operator, TaperedFFTBlur):
+            bm.untapered = bm.y
+            bm.y = bm.operator.prepare_measurement(bm.y)
 
     def _clean_measurement(self, batch: dict[str, Any], x: Tensor) -> tuple[Tensor, Tensor | None]:
         """The batch's y before noise, and the true kernels when this plan blurred it."""
@@ -453,6 +432,51 @@ class MeasurementPlan:
         if why == "delta_kernel" or self.no_harm is None:
             return "blurry"
         return self.no_harm.fallback
+
+
+def _estimator_for_sampler(
+    sampler: Sampler, estimator_name: str, in_loop: bool, wants_estimate: bool
+) -> str:
+    """The estimator's name once the sampler is known (``in_loop`` for the in-loop sampler),
+    after checking that sampler, estimator and degradation go together."""
+    if estimator_name == "in_loop" and not in_loop:
+        raise ConfigError(
+            "kernel_estimator=in_loop estimates the kernel inside the in-loop DDRM sampler "
+            f"(sampler=ddrm_blind); it cannot be combined with sampler={sampler.name}."
+        )
+    if in_loop:
+        estimator_name = "in_loop"
+    if in_loop and not wants_estimate:
+        raise ConfigError(
+            f"sampler={sampler.name} estimates the blur kernel while it samples; it needs "
+            "degradation=blur_estimated (degradation.assumed_kernel=estimated)."
+        )
+    if estimator_name != "none" and not wants_estimate:
+        log.info(
+            "kernel_estimator=%s is not used: the degradation does not assume an estimated "
+            "kernel (degradation.assumed_kernel=estimated does)",
+            estimator_name,
+        )
+    return estimator_name
+
+
+def _data_border(
+    dataset: Any, first: dict[str, Any], from_dataset: bool, synthetic: bool
+) -> str | None:
+    """The data's own border model: a camera's blurry frame is a valid blur of a larger scene;
+    bsd_synthetic says how it blurs; the plan blurs the others circularly (None: no blur)."""
+    if from_dataset:
+        return getattr(dataset, "blur_mode", None) if "kernel" in first else "valid"
+    return "circular" if synthetic else None
+
+
+def _split_no_harm(estimator_node: Any) -> tuple[NoHarmRule | None, Any]:
+    """The estimator node's no-harm rule, and the node without it: a measurement policy kept
+    with the estimator it was chosen for, not one of its parameters."""
+    if estimator_node is None or "no_harm" not in estimator_node:
+        return None, estimator_node
+    rule = NoHarmRule.from_config(estimator_node.get("no_harm"))
+    return rule, {k: v for k, v in estimator_node.items() if k != "no_harm"}
 
 
 def _check_dataset_measurement(
