@@ -96,9 +96,12 @@ def format_summary(summary: dict[str, Any]) -> str:
         nfe_text = f"{nfe} NFE"
     else:
         nfe_text = f"{nfe:.2f} NFE per {unit} (mean)"
+    # No NFE/s where nothing was sampled (every frame kept by the blind plan).
+    speed = summary["nfe_per_s"]
+    speed_text = f"{speed:.2f} NFE/s" if speed is not None else "no sampling"
     lines = [
         f"{summary['count']} {unit}{'' if summary['count'] == 1 else 's'}, {nfe_text}, "
-        f"{summary['seconds_per_image']:.3f} s/{unit}, {summary['nfe_per_s']:.2f} NFE/s",
+        f"{summary['seconds_per_image']:.3f} s/{unit}, {speed_text}",
     ]
     for key in ("psnr", "ssim", "lpips"):
         r = summary["restored"].get(key)
