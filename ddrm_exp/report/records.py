@@ -71,9 +71,9 @@ class ResultLine(TypedDict, total=False):
     sigma_y: float
     assumed_sigma_y: float
     seed: int
-    nfe: int
-    seconds: float
-    batch_size: int
+    nfe: int  # 0 for a frame the blind plan kept (never sampled)
+    seconds: float  # its share of the sampling time (0 for a kept frame)
+    batch_size: int  # how many frames the sampler ran together (a kept frame: its batch's)
     config_hash: str
     restored: dict[str, float | None]  # psnr, ssim, lpips, residual_rel, residual_rms
     baseline: dict[str, float | None]  # H⁺y, same metrics
