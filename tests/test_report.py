@@ -95,3 +95,23 @@ def test_no_results_is_a_clear_error_and_the_callback_survives_it(tmp_path: Path
         write_table([tmp_path])
     WriteTables().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}}))
     assert not (tmp_path / "tables").exists()
+
+
+def test_cells_count_the_nfe_done_when_frames_were_kept(tmp_path: Path) -> None:
+    """A blind run's kept frames record nfe 0 (no sampling); a cell's NFE is the mean per image
+    and NFE/s counts each record's share of its batched call, so neither reads the first
+    record alone."""
+    from ddrm_exp.report.cells import mean_nfe
+    from ddrm_exp.report.tables.blind import nfe_per_second
+
+    run = _write_run(tmp_path / "blind", kernel={"assumed": "estimated"})
+    lines = [json.loads(x) for x in (run / "results.jsonl").read_text().splitlines()]
+    kept_then_two_sampled = [(0, 3, 0.0), (20, 2, 1.0), (20, 2, 1.0)]
+    for line, (nfe, batch, seconds) in zip(lines, kept_then_two_sampled, strict=True):
+        line.update(nfe=nfe, batch_size=batch, seconds=seconds)
+    (run / "results.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    records = load_records([run])
+    assert mean_nfe(records) == pytest.approx(40 / 3)
+    # two sampled frames in one batch of 2: one call of 20 NFE in 2 s of sampling
+    assert nfe_per_second(records) == pytest.approx(20 / 2.0)
+    assert mean_nfe(records[1:]) == 20 and isinstance(mean_nfe(records[1:]), int)

@@ -212,6 +212,16 @@ def unique_mean(records: list[Record], metric: str) -> Stat:
     return mean_ci(by_key.values())
 
 
+def mean_nfe(records: list[Record]) -> float | None:
+    """Network evaluations per image of a cell: their mean, since a blind run's frames kept
+    unrestored (the no-harm rule, ``keep_sharp``) record 0. An int when whole (as the runner's
+    summary writes it)."""
+    if not records:
+        return None
+    nfe = sum(r.nfe for r in records) / len(records)
+    return int(nfe) if nfe == int(nfe) else nfe
+
+
 def images_per_cell(cells: Iterable[Cell]) -> str:
     """The number of images behind each cell, as a footer states it: "n = 2" or "n = 2–10"."""
     counts = sorted({len({r.key for r in cell.records}) for cell in cells})

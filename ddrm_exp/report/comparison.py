@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ddrm_exp.metrics.summary import CI_NOTE, format_stat
-from ddrm_exp.report.cells import EMPTY_CELL, Cell, Grouping, group, images_per_cell
+from ddrm_exp.report.cells import EMPTY_CELL, Cell, Grouping, group, images_per_cell, mean_nfe
 from ddrm_exp.report.cells import paired_difference as paired
 from ddrm_exp.report.records import Record
 from ddrm_exp.report.render import BAR_LABEL, error_bars, md_row, pyplot
@@ -50,7 +50,7 @@ def _row(
         st = cell.stats.get(metric) or {}
         row[f"{metric}_mean"], row[f"{metric}_ci95"] = st.get("mean"), st.get("ci95")
     row["n"] = cell.stats.get("psnr", {}).get("n")
-    row["nfe"] = cell.records[0].nfe if cell.records else None
+    row["nfe"] = mean_nfe(cell.records)
     if diff is not None:
         row["diff_psnr_mean"], row["diff_psnr_ci95"] = diff.get("mean"), diff.get("ci95")
     row["report_psnr"] = layout.report.get((method, column))

@@ -7,7 +7,14 @@ from __future__ import annotations
 from typing import Any
 
 from ddrm_exp.metrics.summary import CI_NOTE, format_stat, mean_ci
-from ddrm_exp.report.cells import Cell, Grouping, group, images_per_cell, paired_difference
+from ddrm_exp.report.cells import (
+    Cell,
+    Grouping,
+    group,
+    images_per_cell,
+    mean_nfe,
+    paired_difference,
+)
 from ddrm_exp.report.records import Record
 from ddrm_exp.report.spec import TableResult, TableSpec
 
@@ -83,7 +90,7 @@ def render(spec: TableSpec, records: list[Record]) -> TableResult:
                 )
                 texts.append(format_stat(diff, digits))
             seconds = mean_ci(r.seconds for r in cell.records)
-            nfe = cell.records[0].nfe
+            nfe = mean_nfe(cell.records)
             row.update(
                 n=len(cell.records),
                 nfe=nfe,

@@ -26,10 +26,11 @@ def nfe_per_second(records: list[Record]) -> float | None:
     and including the kernel estimation time, which the report's estimated row pays."""
     if not records:
         return None
-    batches = sum(1.0 / max(int(r.raw.get("batch_size", 1)), 1) for r in records)
+    # A record holds its image's share of a batched call; kept frames add no NFE.
+    nfe = sum(r.nfe / max(int(r.raw.get("batch_size", 1)), 1) for r in records)
     seconds = sum(r.seconds for r in records if math.isfinite(r.seconds))
     seconds += sum(float(kernel_field(r, "estimation_seconds") or 0.0) for r in records)
-    return records[0].nfe * batches / seconds if seconds > 0 else None
+    return nfe / seconds if seconds > 0 else None
 
 
 CLASSICAL = (("wiener_psnr", "Wiener"), ("rl_psnr", "Richardson–Lucy"))

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ddrm_exp.metrics.summary import CI_NOTE, format_stat, mean_ci
-from ddrm_exp.report.cells import Cell, group, images_per_cell, unique_mean
+from ddrm_exp.report.cells import Cell, group, images_per_cell, mean_nfe, unique_mean
 from ddrm_exp.report.records import Record, assumed_kernel, kernel_field
 from ddrm_exp.report.render import md_row, md_table, number, ordered
 from ddrm_exp.report.spec import TableResult, TableSpec
@@ -76,7 +76,7 @@ def _row(
         "psnr_ci95": cell.stats.get("psnr", {}).get("ci95"),
         "n": cell.stats.get("psnr", {}).get("n"),
         "report_psnr": report[0] if report else None,
-        "nfe": cell.records[0].nfe,
+        "nfe": mean_nfe(cell.records),
         "nfe_per_s": nfe_s,
         "report_nfe_per_s": report[1] if report else None,
         "baseline_psnr_mean": cell.stats.get("baseline_psnr", {}).get("mean"),

@@ -6,7 +6,14 @@ from __future__ import annotations
 from typing import Any
 
 from ddrm_exp.metrics.summary import CI_NOTE, format_stat, mean_ci
-from ddrm_exp.report.cells import Cell, group, images_per_cell, paired_difference, unique_mean
+from ddrm_exp.report.cells import (
+    Cell,
+    group,
+    images_per_cell,
+    mean_nfe,
+    paired_difference,
+    unique_mean,
+)
 from ddrm_exp.report.records import Record, Stat, temporal_field
 from ddrm_exp.report.render import md_row, md_table
 from ddrm_exp.report.spec import TableResult, TableSpec
@@ -64,7 +71,7 @@ def _row(spec: TableSpec, mode: str, cell: Cell, diff: Stat) -> tuple[str, dict[
     """One temporal setting: its markdown line and its CSV row."""
     recs = cell.records
     flick, warp_err = _temporal(recs, "flicker"), _temporal(recs, "warping_error")
-    nfe = sum(r.nfe for r in recs) / len(recs)
+    nfe = float(mean_nfe(recs) or 0.0)
     seconds = sum(r.seconds for r in recs) / len(recs)
     line = md_row(
         [
