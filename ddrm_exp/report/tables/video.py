@@ -43,6 +43,19 @@ HEADER = [
     "s / frame",
 ]
 
+# What the columns mean, under the table.
+COLUMNS = (
+    "ΔPSNR: paired over the same frames. Blurry: the measured frame itself; Wiener, RL "
+    "(Richardson–Lucy): classical deconvolution of it with the kernel DDRM used in that row "
+    "(ddrm_exp.restoration). Flicker: mean |(x̂_k − x̂_{{k−1}}) − (x_k − x_{{k−1}})| over "
+    "consecutive frames ([0, 1] units). Warping error: mean squared difference between x̂_k and "
+    "x̂_{{k−1}} warped by the sharp frames' Farnebäck flow, non-occluded pixels (Lai et al. "
+    "2018); the sharp frames' own: {floor} (the flow's floor). Blurry frames' PSNR: {blurry}. "
+    "NFE and seconds per frame: the sampler's network evaluations and the sampling plus "
+    "kernel-estimation time; frames the blind plan keeps unrestored (records' kernel.kept) "
+    "are not sampled and count 0 NFE."
+)
+
 
 def temporal_mode(r: Record) -> str:
     """A video run's temporal setting: its preset's name, with switches changed on top of it."""
@@ -126,17 +139,8 @@ def render(spec: TableSpec, records: list[Record]) -> TableResult:
     measured = unique_mean(records, "measurement_psnr")
     lines += [
         "",
-        f"PSNR/SSIM: mean over frames ({images_per_cell(cells.values())}); {CI_NOTE}. ΔPSNR: "
-        "paired over the same frames. Blurry: the measured frame itself; Wiener, RL "
-        "(Richardson–Lucy): classical deconvolution of it with the kernel DDRM used in that "
-        "row (ddrm_exp.restoration). Flicker: "
-        "mean |(x̂_k − x̂_{k−1}) − (x_k − x_{k−1})| over consecutive frames ([0, 1] units). "
-        "Warping error: mean squared difference between x̂_k and x̂_{k−1} warped by the sharp "
-        "frames' Farnebäck flow, non-occluded pixels (Lai et al. 2018); the sharp frames' own: "
-        f"{format_stat(floor, 5)} (the flow's floor). Blurry frames' PSNR: "
-        f"{format_stat(measured)}. NFE and seconds per frame: the sampler's network "
-        "evaluations and the sampling plus kernel-estimation time; frames the blind plan keeps "
-        "unrestored (records' kernel.kept) are not sampled and count 0 NFE.",
+        f"PSNR/SSIM: mean over frames ({images_per_cell(cells.values())}); {CI_NOTE}. "
+        + COLUMNS.format(floor=format_stat(floor, 5), blurry=format_stat(measured)),
     ]
     return TableResult("\n".join(lines), rows, {})
 
