@@ -167,6 +167,24 @@ def reap(proc: subprocess.Popen[str], timeout: float = 240) -> tuple[int, str]:
     return proc.returncode, out
 
 
+def blind_bsd(root: Path, *extra: str) -> list[str]:
+    """A blind run on the BSD-layout tree at ``root`` with the tiny model and the estimator for
+    small real-blur frames (classical_valid, its no-harm rule), noise-free as written, 3 steps."""
+    return [
+        "logger=none",
+        "model=tiny",
+        "metrics.lpips=false",
+        "dataset=bsd",
+        f"dataset.root={root}",
+        "degradation=blur_estimated",
+        "kernel_estimator=classical_valid",
+        "noise=none",
+        "noise.assumed_sigma_y=0.02",
+        "sampler.timesteps=3",
+        *extra,
+    ]
+
+
 def run_job(overrides: list[str], out_dir: Path, *, conf_dir: Path = CONF_DIR) -> dict[str, Any]:
     """One job of ``python -m ddrm_exp OVERRIDES`` in-process, with the runtime choices Hydra
     would give it; returns the run's summary."""

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import run_job
+from helpers import blind_bsd, run_job
 from torch import Tensor
 
 from ddrm_exp.datasets import load_sample_photos
@@ -99,21 +99,7 @@ def test_default_pipeline_leaves_sharp_frames_as_they_are(tmp_path: Path) -> Non
     (restored PSNR >= the input's - 0.2 dB, here equal)."""
     write_mini_bsd(tmp_path / "bsd", sequences=2, frames=2, size=(64, 64), motion=False)
     out = tmp_path / "run"
-    run_job(
-        [
-            "logger=none",
-            "model=tiny",
-            "metrics.lpips=false",
-            "dataset=bsd",
-            f"dataset.root={tmp_path / 'bsd'}",
-            "degradation=blur_estimated",
-            "kernel_estimator=classical_valid",
-            "noise=none",
-            "noise.assumed_sigma_y=0.02",
-            "sampler.timesteps=5",
-        ],
-        out,
-    )
+    run_job(blind_bsd(tmp_path / "bsd"), out)
     records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert len(records) == 4
     for r in records:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import run_job
+from helpers import blind_bsd, run_job
 from omegaconf import OmegaConf
 from torch import Tensor
 
@@ -126,19 +126,8 @@ def test_pipeline_returns_the_frames_the_rule_keeps(tmp_path: Path) -> None:
     """dataset=bsd (blurred bsd_mini frames, 64 px): a rule no estimate can pass returns every
     frame exactly as measured and records why; without the rule they are restored."""
     write_mini_bsd(tmp_path / "bsd", sequences=1, frames=2, size=(64, 64))
-    common = [
-        "logger=none",
-        "model=tiny",
-        "metrics.lpips=false",
-        "dataset=bsd",
-        f"dataset.root={tmp_path / 'bsd'}",
-        "degradation=blur_estimated",
-        "degradation.border=taper",  # the FFT operator: no dense SVD in a test
-        "kernel_estimator=classical_valid",
-        "noise=none",
-        "noise.assumed_sigma_y=0.02",
-        "sampler.timesteps=3",
-    ]
+    # border=taper: the FFT operator, no dense SVD in a test
+    common = blind_bsd(tmp_path / "bsd", "degradation.border=taper")
     strict = [
         "kernel_estimator.no_harm.min_agreement=0.99999",
         "kernel_estimator.no_harm.min_spread=0",
@@ -180,22 +169,8 @@ def test_default_rule_on_three_to_four_pixel_motion(tmp_path: Path) -> None:
     average they gain, and no frame loses more than 0.5 dB (one diagonal 3-px frame loses
     0.28 dB to the fallback, the only one below input - 0.2 dB)."""
     write_mini_bsd(tmp_path / "bsd", sequences=6, frames=1, size=(64, 64))
-    run_job(
-        [
-            "logger=none",
-            "model=tiny",
-            "metrics.lpips=false",
-            "dataset=bsd",
-            f"dataset.root={tmp_path / 'bsd'}",
-            "degradation=blur_estimated",
-            "degradation.border=taper",  # kept frames do not depend on DDRM's operator
-            "kernel_estimator=classical_valid",
-            "noise=none",
-            "noise.assumed_sigma_y=0.02",
-            "sampler.timesteps=3",
-        ],
-        tmp_path / "run",
-    )
+    # border=taper: kept frames do not depend on DDRM's operator
+    run_job(blind_bsd(tmp_path / "bsd", "degradation.border=taper"), tmp_path / "run")
     lines = (tmp_path / "run" / "results.jsonl").read_text().splitlines()
     records = [json.loads(line) for line in lines]
     assert len(records) == 6
