@@ -108,3 +108,23 @@ def test_default_pipeline_leaves_sharp_frames_as_they_are(tmp_path: Path) -> Non
         restored, blurry = r["restored"]["psnr"], r["measurement"]["psnr"]
         # None: infinite PSNR (the frame is exactly the sharp one)
         assert restored == blurry or (restored is not None and restored >= blurry - 0.2)
+
+
+def test_video_of_sharp_frames_is_returned_as_it_is_and_never_warm_started(tmp_path: Path) -> None:
+    """task=video with warm start on sharp frames: every frame is kept (delta kernel), so none
+    is sampled and no record may claim a warm start, although the sequence's later frames
+    had a previous restoration to start from."""
+    write_mini_bsd(tmp_path / "bsd", sequences=1, frames=3, size=(64, 64), motion=False)
+    out = tmp_path / "run"
+    run_job(
+        blind_bsd(
+            tmp_path / "bsd", "task=video", "temporal=warm_start", "degradation.border=taper"
+        ),
+        out,
+    )
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [r["position"] for r in records] == [0, 1, 2]
+    for r in records:
+        assert r["kernel"]["kept"] == "delta_kernel" and r["nfe"] == 0
+        assert r["temporal"]["warm_start"] is True  # the setting asked for it ...
+        assert r["temporal"]["warm_started"] is False  # ... but no frame was sampled

@@ -193,7 +193,9 @@ class VideoRun:
             self.out_dir, seq.name, FrameState(pos, restored, blurry, sharp, kernel, s.fingerprint)
         )
         head = {"task": "video", "sequence": seq.name, "frame": seq.frames[pos], "position": pos}
-        tail = {"temporal": {**self.temporal.as_record(), **flags, **pair}}
+        # A frame the blind plan kept was not sampled, so nothing of it was warm-started.
+        warm = flags["warm_started"] and j in done.sampled
+        tail = {"temporal": {**self.temporal.as_record(), **flags, "warm_started": warm, **pair}}
         record = done.record(s, self.out_dir, j, head, tail)
         results.append(record)
         tracker.log_result(record, paths)
