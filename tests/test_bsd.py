@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
+import math
 import sys
 import types
 from collections.abc import Iterator, Mapping
@@ -22,7 +24,13 @@ from torch.utils.data import DataLoader
 from ddrm_exp.config import instantiate_config
 from ddrm_exp.datasets import BSDDataset, BSDSyntheticDataset
 from ddrm_exp.datasets.bsd import blur_reflect, natural_key
-from ddrm_exp.datasets.bsd_mini import MOTION_FILE, read_motion, read_photo_folder, write_mini_bsd
+from ddrm_exp.datasets.bsd_mini import (
+    MOTION_FILE,
+    read_motion,
+    read_photo_folder,
+    seeded_velocities,
+    write_mini_bsd,
+)
 from ddrm_exp.datasets.bsd_mini import main as mini_main
 from ddrm_exp.errors import ConfigError
 
@@ -150,8 +158,24 @@ def _convolve_valid(sharp: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     return out
 
 
-def test_mini_tree_knows_each_frames_kernel(mini_root: Path) -> None:
-    split_dir = mini_root / "BSD_1ms8ms" / "test"
+@pytest.fixture(scope="module")
+def subpixel_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Continuous motion: bilinear sub-frames, seeded fractional velocities."""
+    root = tmp_path_factory.mktemp("bsd_subpixel")
+    write_mini_bsd(
+        root,
+        sequences=3,
+        frames=5,
+        size=SIZE,
+        blur="subpixel",
+        velocities=seeded_velocities(3, seed=7),
+    )
+    return root
+
+
+@pytest.mark.parametrize("tree", ["mini_root", "subpixel_root"])
+def test_mini_tree_knows_each_frames_kernel(tree: str, request: pytest.FixtureRequest) -> None:
+    split_dir = request.getfixturevalue(tree) / "BSD_1ms8ms" / "test"
     motion = read_motion(split_dir)
     assert sorted(motion) == ["000", "001", "002"]
     for name, kernels in motion.items():
@@ -168,6 +192,45 @@ def test_mini_tree_knows_each_frames_kernel(mini_root: Path) -> None:
             assert np.abs(inner - _convolve_valid(sharp, k)).max() <= 0.5 + 1e-9
             shifted = np.pad(k, 1)[1:-1, :-2]
             assert np.abs(inner - _convolve_valid(sharp, shifted)).max() > 2.0
+
+
+def _pieces(support: np.ndarray) -> int:
+    """8-connected pieces of a boolean kernel support."""
+    seen = np.zeros_like(support)
+    pieces = 0
+    for start in zip(*np.nonzero(support), strict=True):
+        if seen[start]:
+            continue
+        pieces += 1
+        stack = [start]
+        while stack:
+            a, b = stack.pop()
+            if not (0 <= a < support.shape[0] and 0 <= b < support.shape[1]):
+                continue
+            if seen[a, b] or not support[a, b]:
+                continue
+            seen[a, b] = True
+            stack += [(a + i, b + j) for i in (-1, 0, 1) for j in (-1, 0, 1)]
+    return pieces
+
+
+def test_subpixel_kernels_are_continuous_segments(mini_root: Path, subpixel_root: Path) -> None:
+    """Steady motion draws one unbroken segment; whole-pixel sub-frames rounded half to even
+    draw dotted ones (the reason ``subpixel`` exists)."""
+    sub = read_motion(subpixel_root / "BSD_1ms8ms" / "test")
+    assert all(_pieces(k > 0) == 1 for ks in sub.values() for k in ks)
+    nearest = read_motion(mini_root / "BSD_1ms8ms" / "test")
+    assert any(_pieces(k > 0) > 1 for ks in nearest.values() for k in ks)
+    meta = json.loads((subpixel_root / "BSD_1ms8ms" / "test" / MOTION_FILE).read_text())
+    lengths = [math.hypot(*seq["velocity"]) for seq in meta["sequences"].values()]
+    assert all(1.5 <= n <= 4.5 for n in lengths) and meta["sequences"]["000"]["blur"] == "subpixel"
+
+
+def test_mini_tree_refuses_fractional_whole_pixel_motion(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="subpixel"):
+        write_mini_bsd(tmp_path, sequences=1, frames=1, size=SIZE, velocities=[(0.5, 2.0)])
+    with pytest.raises(ConfigError, match="blur="):
+        write_mini_bsd(tmp_path, sequences=1, frames=1, size=SIZE, blur="box")
 
 
 def test_still_tree_kernels_are_deltas(still_root: Path) -> None:

@@ -37,7 +37,15 @@ from ddrm_exp.datasets.samples import load_sample_photos
 from ddrm_exp.datasets.transforms import as_size
 from ddrm_exp.errors import ConfigError
 
-__all__ = ["MOTION_FILE", "VELOCITIES", "read_motion", "read_photo_folder", "write_mini_bsd"]
+__all__ = [
+    "BLUR_MODES",
+    "MOTION_FILE",
+    "VELOCITIES",
+    "read_motion",
+    "read_photo_folder",
+    "seeded_velocities",
+    "write_mini_bsd",
+]
 
 # (dy, dx) pixels per frame, one per sequence (cycled): varied directions and lengths.
 VELOCITIES: tuple[tuple[int, int], ...] = (
@@ -50,6 +58,14 @@ VELOCITIES: tuple[tuple[int, int], ...] = (
 )
 
 MOTION_FILE = "motion.json"
+
+# How a sub-frame at a fractional position is read from the photo: "nearest" rounds it to a
+# whole pixel (Python's round, half to even) -- the first trees' model, whose kernels are
+# *dotted* lines (taps skipped or doubled where positions round alike), which no moving
+# camera draws; "subpixel" interpolates it bilinearly, with sub-frames at most 1/4 px apart,
+# so the kernel is the continuous segment a steady motion integrates.
+BLUR_MODES = ("nearest", "subpixel")
+SUBPIXEL_STEPS = 4
 
 # The photo is scaled so the whole camera path fits with this much room to spare; the crop then
 # shows a large part of the scene rather than a few pixels of a big photo.
@@ -84,6 +100,52 @@ def _frame_kernel(top: float, left: float, shifts: Sequence[tuple[float, float]]
     for a, b in offs:
         kernel[r - a, r - b] += 1.0 / len(offs)
     return kernel
+
+
+def _crop_subpixel(photo: np.ndarray, top: float, left: float, h: int, w: int) -> np.ndarray:
+    """The crop at a fractional position, bilinearly interpolated (float64)."""
+    y0, x0 = math.floor(top), math.floor(left)
+    fy, fx = top - y0, left - x0
+    out = np.zeros((h, w, photo.shape[2]), dtype=np.float64)
+    for dy, wy in ((0, 1 - fy), (1, fy)):
+        for dx, wx in ((0, 1 - fx), (1, fx)):
+            if wy * wx > 0:
+                out += wy * wx * photo[y0 + dy : y0 + dy + h, x0 + dx : x0 + dx + w]
+    return out
+
+
+def _subpixel_kernel(top: float, left: float, shifts: Sequence[tuple[float, float]]) -> np.ndarray:
+    """The kernel of a frame averaging the bilinear crops at ``(top + dy, left + dx)``,
+    relative to the Sharp crop at the rounded ``(top, left)`` (as :func:`_frame_kernel`)."""
+    y0, x0 = int(round(top)), int(round(left))
+    taps: dict[tuple[int, int], float] = {}
+    for dy, dx in shifts:
+        fy0, fx0 = math.floor(top + dy), math.floor(left + dx)
+        fy, fx = top + dy - fy0, left + dx - fx0
+        for a, wy in ((0, 1 - fy), (1, fy)):
+            for b, wx in ((0, 1 - fx), (1, fx)):
+                if wy * wx > 0:
+                    off = (fy0 + a - y0, fx0 + b - x0)
+                    taps[off] = taps.get(off, 0.0) + wy * wx / len(shifts)
+    r = max(max(abs(a), abs(b)) for a, b in taps)
+    kernel = np.zeros((2 * r + 1, 2 * r + 1))
+    for (a, b), wgt in taps.items():
+        kernel[r - a, r - b] += wgt
+    return kernel
+
+
+def seeded_velocities(
+    count: int, seed: int, min_length: float = 1.5, max_length: float = 4.5
+) -> list[tuple[float, float]]:
+    """``count`` (dy, dx) velocities in px per frame, lengths and directions uniform in
+    [min_length, max_length] x [0, 2π), from ``seed``: motions no other tree shares."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(count):
+        length = float(rng.uniform(min_length, max_length))
+        angle = float(rng.uniform(0, 2 * math.pi))
+        out.append((round(length * math.sin(angle), 3), round(length * math.cos(angle), 3)))
+    return out
 
 
 def read_motion(split_dir: str | os.PathLike[str]) -> dict[str, list[np.ndarray]]:
@@ -128,6 +190,8 @@ def write_mini_bsd(
     split: str = "test",
     motion: bool = True,
     photos: Sequence[tuple[str, np.ndarray]] | None = None,
+    blur: str = "nearest",
+    velocities: Sequence[tuple[float, float]] | None = None,
 ) -> Path:
     """Write ``root/BSD_<exposure>/<split>/<seq>/{Blur,Sharp}/RGB/<frame>.png``.
 
@@ -136,6 +200,9 @@ def write_mini_bsd(
     Sharp ones (the crop still pans), which makes pairing and cropping easy to check.
     ``photos`` (``(name, H x W x 3 uint8)`` pairs, one per sequence, cycled) replaces the
     bundled ``train`` sample photos, e.g. to build trees from held-out photos (``--photos``).
+    ``blur`` is one of :data:`BLUR_MODES` (``subpixel`` for continuous motion);
+    ``velocities`` ((dy, dx) px per frame, one per sequence, cycled; fractional ones need
+    ``subpixel``) replaces :data:`VELOCITIES`.
     Returns the ``<split>`` directory. Deterministic: the same arguments give the same files.
     """
     if isinstance(sequences, bool) or not isinstance(sequences, int) or sequences < 1:
@@ -147,6 +214,16 @@ def write_mini_bsd(
     if split not in BSD_SPLITS:
         raise ConfigError(f"split={split!r} must be one of {', '.join(BSD_SPLITS)}.")
     h, w = as_size(size)
+    if blur not in BLUR_MODES:
+        raise ConfigError(f"blur={blur!r} must be one of {', '.join(BLUR_MODES)}.")
+    moves = list(VELOCITIES if velocities is None else velocities)
+    if not moves:
+        raise ConfigError("velocities is empty: give one (dy, dx) per sequence.")
+    if blur == "nearest" and any(float(v) != int(v) for pair in moves for v in pair):
+        raise ConfigError("Fractional velocities need blur='subpixel' (--blur subpixel).")
+    subpixel = blur == "subpixel"
+    draw = _subpixel_kernel if subpixel else _frame_kernel
+    read = _crop_subpixel if subpixel else _crop
     if photos is None:
         photos = load_sample_photos("train")
     if not photos:
@@ -155,17 +232,19 @@ def write_mini_bsd(
     known: dict[str, dict[str, object]] = {}
     for s in range(sequences):
         photo_name, photo = photos[s % len(photos)]
-        vy, vx = VELOCITIES[s % len(VELOCITIES)]
+        vy, vx = moves[s % len(moves)]
         # The path spans `frames` frame intervals: half an exposure before the first frame to
         # half after the last; +2 absorbs rounding of sub-frame positions.
-        need_h = h + abs(vy) * frames + 2
-        need_w = w + abs(vx) * frames + 2
+        need_h = h + math.ceil(abs(vy) * frames) + 2
+        need_w = w + math.ceil(abs(vx) * frames) + 2
         scene = _scaled_photo(photo, need_h, need_w)
         mid = (frames - 1) / 2
         top0 = (scene.shape[0] - h) / 2 - vy * mid
         left0 = (scene.shape[1] - w) / 2 - vx * mid
         # Sub-frames at most one pixel apart, so the long exposure is a continuous smear.
-        n_sub = max(abs(vy), abs(vx)) + 1
+        n_sub = int(math.ceil(max(abs(vy), abs(vx)))) + 1
+        if subpixel:
+            n_sub = SUBPIXEL_STEPS * (n_sub - 1) + 1
         offsets = np.linspace(-0.5, 0.5, n_sub)
         seq_dir = split_dir / f"{s:03d}"
         kernels = []
@@ -174,14 +253,11 @@ def write_mini_bsd(
         for t in range(frames):
             sharp = _crop(scene, top0 + vy * t, left0 + vx * t, h, w)
             if motion:
-                kernels.append(
-                    _frame_kernel(
-                        top0 + vy * t, left0 + vx * t, [(vy * u, vx * u) for u in offsets]
-                    ).tolist()
-                )
+                shifts = [(vy * u, vx * u) for u in offsets]
+                kernels.append(draw(top0 + vy * t, left0 + vx * t, shifts).tolist())
                 acc = np.zeros((h, w, 3), dtype=np.float64)
                 for u in offsets:
-                    acc += _crop(scene, top0 + vy * (t + u), left0 + vx * (t + u), h, w)
+                    acc += read(scene, top0 + vy * (t + u), left0 + vx * (t + u), h, w)
                 blur = np.clip(np.round(acc / n_sub), 0, 255).astype(np.uint8)
             else:
                 kernels.append([[1.0]])
@@ -193,6 +269,7 @@ def write_mini_bsd(
         known[seq_dir.name] = {
             "photo": photo_name,
             "velocity": [vy, vx] if motion else [0, 0],
+            "blur": "subpixel" if subpixel else "nearest",
             "kernels": kernels,
         }
     (split_dir / MOTION_FILE).write_text(
@@ -229,8 +306,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="a folder of photos (png/jpg, sorted by name, greyscale ones skipped) to pan "
         "across instead of the bundled train sample photos",
     )
+    parser.add_argument(
+        "--blur",
+        choices=BLUR_MODES,
+        default="nearest",
+        help="nearest: sub-frames at whole pixels (dotted kernels, the first trees); "
+        "subpixel: bilinear sub-frames 1/4 px apart (continuous motion)",
+    )
+    parser.add_argument(
+        "--motion-seed",
+        type=int,
+        default=None,
+        help="draw each sequence's velocity (1.5-4.5 px a frame, any direction) from this "
+        "seed instead of the fixed list (needs --blur subpixel)",
+    )
     args = parser.parse_args(argv)
     try:
+        velocities = (
+            None
+            if args.motion_seed is None
+            else seeded_velocities(args.sequences, args.motion_seed)
+        )
         photos = None if args.photos is None else read_photo_folder(args.photos)
         split_dir = write_mini_bsd(
             args.out_dir,
@@ -241,6 +337,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             split=args.split,
             motion=not args.no_motion,
             photos=photos,
+            blur=args.blur,
+            velocities=velocities,
         )
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
