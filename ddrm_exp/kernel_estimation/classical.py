@@ -45,6 +45,7 @@ from ddrm_exp.kernel_estimation.base import (
     as_init_kernels,
     luminance,
 )
+from ddrm_exp.kernel_estimation.motion import best_line
 
 __all__ = ["ClassicalEstimator", "kernel_spread", "psf2otf", "snap_to_delta"]
 
@@ -60,6 +61,9 @@ NOISE_FLOOR = 1e-3
 # Fourier domain, or only the "valid" pixels whose blur reads inside the image (real blur
 # is a valid convolution of a larger scene, so the border pixels do not fit a circular model).
 FIT_REGIONS = ("all", "valid")
+# What the kernel step may return: any non-negative ``kernel_size²`` taps ("free"), or the
+# uniform straight segment that fits best ("line", :mod:`~ddrm_exp.kernel_estimation.motion`).
+MOTION_MODELS = ("free", "line")
 
 
 def _odd(value: float) -> int:
@@ -225,6 +229,23 @@ def noise_std(image: Tensor, block: int = 8, quantile: float = 0.1) -> float:
     return float(torch.quantile(mad.float(), quantile)) / 0.6745
 
 
+def _circular_normal_equations(
+    num: Tensor, den: Tensor, ks: int, shape: tuple[int, int]
+) -> tuple[Tensor, Tensor]:
+    """``(gram, rhs)`` over the ``ks²`` taps (row-major) of the circular least squares whose
+    spectra are ``num = conj(L) B`` and ``den = |L|²``: tap ``u`` (an offset from the centre)
+    meets tap ``v`` through the autocorrelation of the latent at ``u - v``, and the blurry
+    image through the cross-correlation at ``u``."""
+    auto = torch.fft.irfft2(den, s=shape)
+    cross = torch.fft.irfft2(num, s=shape)
+    r = ks // 2
+    off = torch.arange(-r, r + 1, device=num.device)
+    oy = off[:, None].expand(ks, ks).reshape(-1)
+    ox = off[None, :].expand(ks, ks).reshape(-1)
+    gram = auto[(oy[:, None] - oy[None, :]) % shape[0], (ox[:, None] - ox[None, :]) % shape[1]]
+    return gram, cross[oy % shape[0], ox % shape[1]]
+
+
 def _delta(shape: tuple[int, ...] | torch.Size, like: Tensor) -> Tensor:
     k = torch.zeros(tuple(shape), dtype=like.dtype, device=like.device)
     k[shape[0] // 2, shape[1] // 2] = 1
@@ -290,6 +311,11 @@ class ClassicalEstimator(KernelEstimator):
         delta_spread: an estimate whose spread (:func:`kernel_spread`, px) is below this is
             replaced by a delta (:func:`snap_to_delta`): on sharp frames the estimator returns
             small blobs of its own, and deblurring with them invents detail. 0 disables it.
+        motion_model: ``"free"``: the kernel step solves for every tap (any blur shape);
+            ``"line"``: it returns the uniform straight segment (length and angle on a 0.25-px
+            x 3-degree grid) that fits the same least squares best -- the blur of a short
+            exposure of steady motion, two numbers where a small frame cannot pin down
+            ``kernel_size²`` taps.
         delta_mix: the returned kernel is ``(1 - delta_mix) * estimate + delta_mix * delta``,
             a milder blur than the estimate: deblurring with a kernel a little too small costs
             far less than with a wrong one (64-px validation frames of real blur, Wiener: 0
@@ -342,6 +368,7 @@ class ClassicalEstimator(KernelEstimator):
         fit_region: str = "all",
         delta_spread: float = 0.0,
         delta_mix: float = 0.0,
+        motion_model: str = "free",
     ) -> None:
         self.kernel_size = as_int(kernel_size, "kernel_estimator.kernel_size", minimum=1)
         if self.kernel_size % 2 == 0:
@@ -407,6 +434,12 @@ class ClassicalEstimator(KernelEstimator):
                 f"{fit_region!r}."
             )
         self.fit_region = str(fit_region)
+        if motion_model not in MOTION_MODELS:
+            raise ConfigError(
+                f"kernel_estimator.motion_model must be one of {', '.join(MOTION_MODELS)}, got "
+                f"{motion_model!r}."
+            )
+        self.motion_model = str(motion_model)
         self.delta_spread = as_float(delta_spread, "kernel_estimator.delta_spread", low=0.0)
         self.delta_mix = as_float(
             delta_mix, "kernel_estimator.delta_mix", low=0.0, high=1.0, high_open=True
@@ -431,6 +464,7 @@ class ClassicalEstimator(KernelEstimator):
             "fit_region": self.fit_region,
             "delta_spread": self.delta_spread,
             "delta_mix": self.delta_mix,
+            "motion_model": self.motion_model,
         }
 
     def check_size(self, height: int, width: int) -> None:
@@ -620,6 +654,8 @@ class ClassicalEstimator(KernelEstimator):
         den = lx_hat.abs().square() + ly_hat.abs().square()
         if weight is not None:
             num, den = num * weight, den * weight
+        if self.motion_model == "line":
+            return best_line(*_circular_normal_equations(num, den, ks, shape), ks)
         gamma = self.kernel_reg * den.mean() + torch.finfo(den.dtype).tiny
         full = torch.fft.irfft2(num / (den + gamma), s=shape)
         if self.nnls_steps:
@@ -666,6 +702,8 @@ class ClassicalEstimator(KernelEstimator):
             target = blur[rows, cols].reshape(-1)
             gram = gram + patches @ patches.T
             rhs = rhs + patches @ target
+        if self.motion_model == "line":
+            return best_line(gram, rhs, ks)
         gamma = self.kernel_reg * float(torch.diagonal(gram).mean()) + torch.finfo(gram.dtype).tiny
         gram = gram + gamma * torch.eye(ks * ks, dtype=gram.dtype, device=gram.device)
         k = torch.linalg.solve(gram, rhs).clamp(min=0)
