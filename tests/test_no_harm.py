@@ -134,8 +134,13 @@ def test_pipeline_returns_the_frames_the_rule_keeps(tmp_path: Path) -> None:
     ]
     runs = {
         "blurry": [*strict, "kernel_estimator.no_harm.fallback=blurry"],
-        # mix 0: the fallback is Wiener with the very kernel the records' Wiener baseline uses
-        "wiener": [*strict, "kernel_estimator.no_harm.fallback_mix=0"],
+        # mix 0: the fallback is Wiener / RL with the very kernel the records' baselines use
+        "wiener": [
+            *strict,
+            "kernel_estimator.no_harm.fallback=wiener",
+            "kernel_estimator.no_harm.fallback_mix=0",
+        ],
+        "richardson_lucy": [*strict, "kernel_estimator.no_harm.fallback_mix=0"],
         "off": ["kernel_estimator.no_harm=null"],
     }
     records = {}
@@ -150,10 +155,11 @@ def test_pipeline_returns_the_frames_the_rule_keeps(tmp_path: Path) -> None:
         assert r["kernel"]["returned"] == "blurry"
         assert 0 < r["kernel"]["agreement"] < 0.99999
         assert r["restored"]["psnr"] == r["measurement"]["psnr"]
-    for r in records["wiener"]:
-        assert r["kernel"]["returned"] == "wiener"
-        assert r["restored"]["psnr"] == pytest.approx(r["wiener"]["psnr"], abs=1e-3)
-        assert r["restored"]["psnr"] != r["measurement"]["psnr"]
+    for method in ("wiener", "richardson_lucy"):
+        for r in records[method]:
+            assert r["kernel"]["returned"] == method
+            assert r["restored"]["psnr"] == pytest.approx(r[method]["psnr"], abs=1e-3)
+            assert r["restored"]["psnr"] != r["measurement"]["psnr"]
     for r in records["off"]:
         assert r["kernel"]["kept"] is None and r["kernel"]["agreement"] is None
         assert r["nfe"] > 0
@@ -163,12 +169,11 @@ def test_pipeline_returns_the_frames_the_rule_keeps(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_default_rule_on_three_to_four_pixel_motion(tmp_path: Path) -> None:
-    """The default classical_valid pipeline on bsd_mini frames of 3-4 px motion at 64 px (one
-    frame per VELOCITIES entry): none is restored by DDRM (their estimated spread is below
-    min_spread), each gets the Wiener fallback or, snapped to a delta, is kept as it is; on
-    average they gain, and no frame loses more than 0.5 dB (one diagonal 3-px frame loses
-    0.28 dB to the fallback, the only one below input - 0.2 dB)."""
-    write_mini_bsd(tmp_path / "bsd", sequences=6, frames=1, size=(64, 64))
+    """The default classical_valid pipeline on bsd_mini frames of continuous 3-4 px motion at
+    64 px (one frame per VELOCITIES entry): none is restored by DDRM (no 5-tap estimate reaches
+    min_spread), each gets the Richardson-Lucy fallback or, snapped to a delta, is kept as it
+    is; on average they gain, and no frame loses more than 0.2 dB."""
+    write_mini_bsd(tmp_path / "bsd", sequences=6, frames=1, size=(64, 64), blur="subpixel")
     # border=taper: kept frames do not depend on DDRM's operator
     run_job(blind_bsd(tmp_path / "bsd", "degradation.border=taper"), tmp_path / "run")
     lines = (tmp_path / "run" / "results.jsonl").read_text().splitlines()
@@ -177,8 +182,9 @@ def test_default_rule_on_three_to_four_pixel_motion(tmp_path: Path) -> None:
     gains = []
     for r in records:
         kept, returned = r["kernel"]["kept"], r["kernel"]["returned"]
-        assert (kept, returned) in (("mild_blur", "wiener"), ("delta_kernel", "blurry"))
+        assert (kept, returned) in (("mild_blur", "richardson_lucy"), ("delta_kernel", "blurry"))
         assert r["nfe"] == 0 and r["seconds"] == 0.0
         gains.append(r["restored"]["psnr"] - r["measurement"]["psnr"])
-    assert min(gains) > -0.5
+    print("gains", [round(g, 2) for g in gains])
+    assert min(gains) > -0.2
     assert sum(gains) / len(gains) > 0

@@ -26,7 +26,7 @@ from ddrm_exp.kernel_estimation.classical import kernel_spread
 
 __all__ = ["FALLBACKS", "NoHarmRule", "corner_crops", "crop_agreement", "fallback_kernel"]
 
-FALLBACKS = ("blurry", "wiener")
+FALLBACKS = ("blurry", "wiener", "richardson_lucy")
 
 
 def corner_crops(images: Tensor, crop: float) -> list[Tensor]:
@@ -73,9 +73,10 @@ class NoHarmRule:
         min_spread: frames whose estimated :func:`kernel_spread` (px) is below this are kept
             (too little blur for the prior to gain); 0: off.
         crop: side of the corner crops as a fraction of the frame's.
-        fallback: what a kept frame returns: ``blurry`` (the frame as it is) or ``wiener``
-            (Wiener deconvolution with the milder kernel ``(1 - fallback_mix) * estimate +
-            fallback_mix * delta``: a little sharper and, on validation frames, rarely worse).
+        fallback: what a kept frame returns: ``blurry`` (the frame as it is), ``wiener`` or
+            ``richardson_lucy`` (that deconvolution with the milder kernel ``(1 -
+            fallback_mix) * estimate + fallback_mix * delta``: a little sharper and, on
+            validation frames, rarely worse).
         fallback_mix: see ``fallback``.
     """
 

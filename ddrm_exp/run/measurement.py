@@ -61,7 +61,11 @@ from ddrm_exp.degradations.valid_blur import TaperedFFTBlur
 from ddrm_exp.errors import ConfigError
 from ddrm_exp.kernel_estimation.reliability import NoHarmRule, crop_agreement
 from ddrm_exp.metrics.image import psnr, ssim
-from ddrm_exp.restoration.classical import classical_metrics, wiener_deconvolve
+from ddrm_exp.restoration.classical import (
+    classical_metrics,
+    richardson_lucy_deconvolve,
+    wiener_deconvolve,
+)
 from ddrm_exp.run.outputs import kernel_path, measurement_png_path, save_npy
 from ddrm_exp.samplers.base import Sampler, SampleResult
 from ddrm_exp.samplers.blind import InLoopKernelDDRM
@@ -365,7 +369,8 @@ class MeasurementPlan:
 
     def _kept_frame(self, bm: BatchMeasurement, y: Tensor, j: int, why: str) -> Tensor:
         """What image ``j``, kept by ``why``, returns: the measurement, or the no-harm rule's
-        Wiener fallback with the milder kernel (not for a delta kernel: nothing to undo)."""
+        Wiener / Richardson-Lucy fallback with the milder kernel (not for a delta kernel:
+        nothing to undo)."""
         shape = self.operator.shape
         rule = self.no_harm
         if rule is None or rule.fallback == "blurry" or why == "delta_kernel":
@@ -373,7 +378,8 @@ class MeasurementPlan:
         assert bm.estimates is not None  # the rule only judges estimated kernels
         k = rule.fallback_kernel(bm.estimates[j])
         image = y[j].reshape(1, *shape)
-        return wiener_deconvolve(image, k, border=self.classical_border)[0].to(y)
+        deconvolve = wiener_deconvolve if rule.fallback == "wiener" else richardson_lucy_deconvolve
+        return deconvolve(image, k, border=self.classical_border)[0].to(y)
 
     def record(
         self, bm: BatchMeasurement, j: int, out_dir: Path, index: int, name: str, save: bool
@@ -425,7 +431,8 @@ class MeasurementPlan:
         return out
 
     def _returned(self, bm: BatchMeasurement, j: int) -> str:
-        """``restored``, ``blurry`` or ``wiener``: what image ``j``'s restoration is."""
+        """``restored``, ``blurry``, ``wiener`` or ``richardson_lucy``: what image ``j``'s
+        restoration is."""
         why = bm.kept[j] if bm.kept is not None else None
         if why is None:
             return "restored"
