@@ -1,6 +1,7 @@
 """Frames the blind plan keeps (no-harm rule, delta kernels) are decided before sampling: the
-sampler sees only the others, kept frames cost no NFE, and a restored frame is bit for bit
-the one it gets when its whole batch is sampled (each image has its own generators)."""
+sampler sees only the others, kept frames cost no NFE and no operator (no dense SVD: their
+records have no H⁺y baseline and no residual), and a restored frame is bit for bit the one it
+gets when its whole batch is sampled (each image has its own generators)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from omegaconf import open_dict
 from torch import Tensor
 from torch.utils.data import default_collate
 
+import ddrm_exp.degradations.valid_blur as valid_blur
 from ddrm_exp.datasets.bsd_mini import write_mini_bsd
 from ddrm_exp.kernel_estimation import KernelEstimate
 from ddrm_exp.kernel_estimation.reliability import NoHarmRule
@@ -67,7 +69,13 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def blind_setup(tree: Path, out: Path, rule: NoHarmRule | None, keep_sharp: bool = True) -> Setup:
+def blind_setup(
+    tree: Path,
+    out: Path,
+    rule: NoHarmRule | None,
+    keep_sharp: bool = True,
+    border: str = "taper",  # the FFT operator: no dense SVD in most tests
+) -> Setup:
     """A blind run's setup whose estimator returns ``KERNELS``, with ``rule`` and keep_sharp
     (no rule and no keep_sharp: every frame is sampled)."""
     cfg = compose_cfg(
@@ -79,7 +87,7 @@ def blind_setup(tree: Path, out: Path, rule: NoHarmRule | None, keep_sharp: bool
             "dataset=bsd",
             f"dataset.root={tree}",
             "degradation=blur_estimated",
-            "degradation.border=taper",  # the FFT operator: no dense SVD in a test
+            f"degradation.border={border}",
             "kernel_estimator=classical_valid",
             "noise=none",
             "noise.assumed_sigma_y=0.02",
@@ -168,5 +176,62 @@ def test_no_sampler_call_when_every_frame_is_kept(tree: Path, tmp_path: Path) ->
     assert done.result.nfe == 0
     assert all(done.cost(j)["nfe"] == 0 for j in range(4))
     assert bool(torch.isfinite(done.x_hat).all())
-    assert done.measured is not None and done.measured.untapered is not None
-    assert not torch.equal(done.x_hat[0].reshape(-1), done.measured.untapered[0])  # Wiener
+    assert done.measured is not None and done.measured.operator is None  # none built
+    assert done.measured.untapered is None  # no operator, no tapering: y as it came
+    assert not torch.equal(done.x_hat[0].reshape(-1), done.measured.y[0])  # Wiener
+    assert done.baseline_metrics == [{}] * 4
+
+
+def count_dense_svds(monkeypatch: pytest.MonkeyPatch) -> list[Tensor]:
+    """The kernels of every dense SVD BorderBlur computes from now on (the eigen cache does not
+    hide a second one of the same kernel: each SVD is counted, cached eigenpairs or not)."""
+    seen: list[Tensor] = []
+    real = valid_blur._dense_svd
+
+    def counted(kernel: Tensor, *args: Any, **kw: Any) -> Any:
+        seen.append(kernel.clone())
+        return real(kernel, *args, **kw)
+
+    monkeypatch.setattr(valid_blur, "_dense_svd", counted)
+    return seen
+
+
+def test_kept_frames_build_no_dense_operator(
+    tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = blind_setup(tree, tmp_path, NoHarmRule(min_spread=9.0, fallback="wiener"), border="valid")
+    svds = count_dense_svds(monkeypatch)  # after the setup's placeholder (a 1x1 delta)
+    done = restore(s, tmp_path)
+    assert done.sampled == [] and svds == []
+    records = [done.record(s, tmp_path, j, {}, {}) for j in range(4)]
+    for r in records:
+        assert r["baseline"] == {}  # no H⁺y: not computed
+        assert r["restored"]["residual_rel"] is None and r["restored"]["residual_rms"] is None
+        assert r["restored"]["psnr"] is not None  # what the frame returns is still scored
+        assert r["kernel"]["operator"] == "valid"  # the border model (no operator built)
+    assert [r["kernel"]["returned"] for r in records] == ["wiener", "blurry", "wiener", "wiener"]
+
+
+def test_mixed_batch_builds_one_operator_per_sampled_frame(
+    tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = blind_setup(tree, tmp_path / "a", KEEP_MILD, border="valid")
+    svds = count_dense_svds(monkeypatch)
+    part = restore(s, tmp_path / "a")
+    assert part.sampled == [0, 2]
+    assert [torch.equal(k, KERNELS[j]) for k, j in zip(svds, (0, 2), strict=True)] == [True] * 2
+    records = [part.record(s, tmp_path / "a", j, {}, {}) for j in range(4)]
+    assert [r["kernel"]["operator"] for r in records] == ["valid"] * 4
+    assert [r["baseline"] == {} for r in records] == [False, True, False, True]
+    rel = [r["restored"]["residual_rel"] for r in records]
+    assert rel[1] is None and rel[3] is None and rel[0] > 0 and rel[2] > 0
+    # The restored frames' records are those of the whole batch (its four operators).
+    s = blind_setup(tree, tmp_path / "b", None, keep_sharp=False, border="valid")
+    svds.clear()
+    whole = restore(s, tmp_path / "b")
+    assert len(svds) == 4 and whole.sampled == [0, 1, 2, 3]
+    assert torch.equal(part.x_hat[[0, 2]], whole.x_hat[[0, 2]])
+    for j in (0, 2):
+        assert part.restored_metrics[j] == whole.restored_metrics[j]
+        assert part.baseline_metrics[j] == whole.baseline_metrics[j]
+        assert torch.equal(part.baseline[j], whole.baseline[j])

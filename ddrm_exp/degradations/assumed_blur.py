@@ -241,6 +241,14 @@ class AssumedBlur(HFunctions):
         """Whether the kernel comes from the data (gt, estimated), i.e. per batch."""
         return self.fixed_kernel is None
 
+    @property
+    def border_model(self) -> str | None:
+        """The border model every per-image operator has, as :func:`operator_name` names it;
+        None where ``method`` picks the operator for each kernel (``border`` null)."""
+        if self.active_border is None:
+            return None
+        return "fft" if self.active_border == "circular" else self.active_border
+
     def resolve_border(self, data_border: str | None) -> None:
         """Fix ``border=auto`` to the data's own border model: ``valid`` for a camera's blurry
         frames, ``reflect`` or ``circular`` for images blurred that way, ``None`` (as ``method``

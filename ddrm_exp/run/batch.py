@@ -48,19 +48,27 @@ def residual(operator: HFunctions, x: Tensor, y: Tensor) -> tuple[list[float], l
 
 
 class Metrics:
-    """Per-image metrics of a restoration and of the H⁺y baseline."""
+    """Per-image metrics of a restoration and of the H⁺y baseline; the residuals only of the
+    frames that have an operator (``part``: the sampled ones; a kept frame's are None)."""
 
     def __init__(self, use_ssim: bool, use_lpips: bool, device: torch.device) -> None:
         self.use_ssim = use_ssim
         self.lpips = LPIPSMetric(device, enabled=use_lpips)
 
     def __call__(
-        self, operator: HFunctions, x_hat: Tensor, x: Tensor, y: Tensor
+        self, part: SampledPart, x_hat: Tensor, x: Tensor
     ) -> list[dict[str, float | None]]:
         values: dict[str, list[Any]] = {"psnr": psnr(x_hat, x)}
         values["ssim"] = ssim(x_hat, x) if self.use_ssim else [None] * len(x)
         values["lpips"] = self.lpips(x_hat, x)
-        values["residual_rel"], values["residual_rms"] = residual(operator, x_hat, y)
+        rel: list[float | None] = [None] * len(x)
+        rms: list[float | None] = [None] * len(x)
+        if part.frames:
+            assert part.operator is not None  # sampled frames have theirs
+            got = residual(part.operator, part.rows(x_hat), part.y)
+            for i, j in enumerate(part.frames):
+                rel[j], rms[j] = got[0][i], got[1][i]
+        values["residual_rel"], values["residual_rms"] = rel, rms
         return [{k: v[i] for k, v in values.items()} for i in range(len(x))]
 
 
@@ -73,18 +81,21 @@ class BatchOutcome:
     x: Tensor
     y: Tensor
     x_hat: Tensor
-    baseline: Tensor  # H⁺y
-    operator: HFunctions  # the batch's operator (its final one for an in-loop kernel sampler)
-    measurement_operator: HFunctions  # the operator y was measured and sampling began with
+    baseline: Tensor  # H⁺y of the sampled frames; zeros at the kept ones (they have none)
+    # The sampled frames' operator (its final one for an in-loop kernel sampler; None: every
+    # frame kept), and the one y was measured and sampling began with.
+    operator: HFunctions | None
+    measurement_operator: HFunctions | None
     measured: BatchMeasurement | None  # the blind plan's view of the batch; None otherwise
     result: SampleResult  # x0 of the whole batch; nfe of each sampled frame
     seconds: float  # sampling time of the whole batch
     sampled: list[int]  # the frames the sampler restored (the others were kept: no NFE)
     restored_metrics: list[dict[str, float | None]]
-    baseline_metrics: list[dict[str, float | None]]
+    baseline_metrics: list[dict[str, float | None]]  # {} for a kept frame: no H⁺y
 
     def save_images(self, s: Setup, out_dir: Path, j: int) -> dict[str, Path]:
-        """Image ``j``'s PNGs (none unless ``save_images``); a blind plan saves its own y."""
+        """Image ``j``'s PNGs (none unless ``save_images``; no H⁺y of a kept frame); a blind
+        plan saves its own y."""
         if not s.options.save_images:
             return {}
         index, name = self.indices[j], self.names[j]
@@ -92,6 +103,9 @@ class BatchOutcome:
         for kind, img in zip(
             IMAGE_KINDS, (self.x[j], self.baseline[j], self.x_hat[j]), strict=True
         ):
+            if kind == "pinv" and j not in self.sampled:
+                del paths[kind]
+                continue
             save_png(img, paths[kind])
         if s.plan is None:
             where = measurement_png_path(out_dir, index, name)
@@ -102,10 +116,10 @@ class BatchOutcome:
 
     def grid_row(self, s: Setup, j: int) -> figures.GridRow:
         psnrs = {
-            "pinv": self.baseline_metrics[j]["psnr"],
+            "pinv": self.baseline_metrics[j].get("psnr"),  # None: a kept frame, no H⁺y
             "restored": self.restored_metrics[j]["psnr"],
         }
-        return figures.grid_row(
+        row = figures.grid_row(
             self.names[j],
             self.operator,
             self.y[j],
@@ -115,6 +129,9 @@ class BatchOutcome:
             psnrs,
             s.options.style,
         )
+        if j not in self.sampled:
+            del row.tiles["pinv"]  # a kept frame has no H⁺y (as on disk: no PNG)
+        return row
 
     def cost(self, j: int) -> dict[str, Any]:
         """Image ``j``'s share of the sampling: NFE, seconds and the size of the batch the
@@ -182,20 +199,35 @@ def restore_batch(
     operator, y, measured = measure_batch(s, batch, x, indices, init_kernels)
     seeds = indices if sampler_seeds is None else sampler_seeds
     todo = measured.sampled if measured is not None else list(range(len(indices)))
-    warm = warm_start_from(operator, y) if warm_start_from is not None and todo else None
-    part = SampledPart.of(s, operator, y, measured, todo, seeds)
+    warm = None
+    if warm_start_from is not None and operator is not None and todo:  # None: every frame kept
+        warm = warm_start_from(operator, y)
+    part = SampledPart(todo, len(indices), operator, y, [seeds[j] for j in todo])
     result, seconds = part.sample(s, prior, x, warm, init_kernels)
     # One check of the batch's output, not one per step: NaN and inf propagate to x̂₀.
     bad = faults.nonfinite_images(part.rows(result.x0)) if todo else []
     if bad:
         failed = [names[todo[j]] for j in bad]
+        assert part.operator is not None  # frames were sampled
         raise nonfinite(
             s, out_dir, prior, part.operator, part.y, gens_seeds=part.seeds, bad_names=failed
         )
     measurement_operator = operator
     if plan is not None and measured is not None:
-        operator = plan.after_sampling(measured, result)
-    baseline = operator.H_pinv(y).reshape(x.shape)
+        part.operator = operator = plan.after_sampling(measured, result)
+    restored_metrics = metrics(part, result.x0, x)
+    baseline = torch.zeros_like(x)  # kept frames have no H⁺y: no operator was built for them
+    if todo:
+        assert operator is not None
+        pinv = operator.H_pinv(part.y).reshape(-1, *x.shape[1:])
+        if part.whole:
+            baseline = pinv
+        else:
+            baseline[todo] = pinv
+    baseline_metrics = metrics(part, baseline, x)
+    for j in range(len(indices)):
+        if j not in todo:
+            baseline_metrics[j] = {}
     return BatchOutcome(
         indices=indices,
         names=names,
@@ -209,41 +241,30 @@ def restore_batch(
         result=result,
         seconds=seconds,
         sampled=todo,
-        restored_metrics=metrics(operator, result.x0, x, y),
-        baseline_metrics=metrics(operator, baseline, x, y),
+        restored_metrics=restored_metrics,
+        baseline_metrics=baseline_metrics,
     )
 
 
-@dataclass
 class SampledPart:
     """The frames of a batch the sampler restores (all but the blind plan's kept ones), with
-    their operator, measurement and sampler seeds."""
+    their operator (built for them alone: :class:`BatchMeasurement`), measurement and sampler
+    seeds."""
 
-    frames: list[int]
-    batch_size: int
-    operator: HFunctions
-    y: Tensor
-    seeds: list[int]
-
-    @classmethod
-    def of(
-        cls,
-        s: Setup,
-        operator: HFunctions,
-        y: Tensor,
-        measured: BatchMeasurement | None,
+    def __init__(
+        self,
         frames: list[int],
+        batch_size: int,
+        operator: HFunctions | None,
+        batch_y: Tensor,
         seeds: list[int],
-    ) -> SampledPart:
-        n = y.shape[0]
-        part_seeds = [seeds[j] for j in frames]
-        if len(frames) == n:
-            return cls(frames, n, operator, y, part_seeds)
-        if not frames:  # every frame kept: nothing is sampled
-            return cls(frames, n, operator, y[:0], part_seeds)
-        assert s.plan is not None and measured is not None  # only a blind plan keeps frames
-        part_operator, part_y = s.plan.sampled_part(measured, frames)
-        return cls(frames, n, part_operator, part_y, part_seeds)
+    ) -> None:
+        """``batch_y``: the whole batch's measurement; ``seeds``: the frames' own."""
+        self.frames = frames
+        self.batch_size = batch_size
+        self.operator = operator
+        self.y = batch_y if self.whole else batch_y[frames]
+        self.seeds = seeds
 
     @property
     def whole(self) -> bool:
@@ -272,6 +293,7 @@ class SampledPart:
             kwargs["warm_start"] = warm if self.whole else replace(warm, x0=self.rows(warm.x0))
         if isinstance(s.sampler, InLoopKernelDDRM) and init_kernels is not None:
             kwargs["init_kernel"] = self.rows(init_kernels)
+        assert self.operator is not None  # built for the sampled frames
         result, seconds = timed_sample(s, prior, self.operator, self.y, gens, kwargs)
         if self.whole:
             return result, seconds
@@ -302,8 +324,9 @@ def timed_sample(
 
 def measure_batch(
     s: Setup, batch: dict[str, Any], x: Tensor, indices: list[int], init_kernels: Tensor | None
-) -> tuple[HFunctions, Tensor, BatchMeasurement | None]:
-    """The batch's operator and ``y``: ``Hx + σ_y z``, or what the blind plan makes of it."""
+) -> tuple[HFunctions | None, Tensor, BatchMeasurement | None]:
+    """The operator of the frames to sample (None: the blind plan keeps every frame) and the
+    batch's ``y``: ``Hx + σ_y z``, or what the blind plan makes of it."""
     gens = image_generators(s.options.seed, indices, STREAM_MEASUREMENT)
     if s.plan is None:
         return s.operator, s.operator.measure(x, s.sigma_y, gens), None

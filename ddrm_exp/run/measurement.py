@@ -16,14 +16,18 @@ the run measures ``y = H x + σ_y z`` (``HFunctions.measure``):
   (``gt``) or a kernel estimated from each measurement (``estimated``, by the
   ``kernel_estimator`` group, reduced as in report §5.2). For the last two an operator is built
   per batch from ``(B, kh, kw)`` kernels (:meth:`AssumedBlur.with_kernels`); the sampler, the
-  ``H⁺y`` baseline and the residual metrics all use that operator.
+  ``H⁺y`` baseline and the residual metrics all use that operator. It is built for the frames
+  the sampler restores only (a border model's costs a dense SVD per frame, :mod:`valid_blur`).
 * **Frames left unrestored.** With ``degradation.keep_sharp`` a frame whose kernel is a delta
   is returned as measured; the estimator config's ``no_harm`` rule
   (:class:`~ddrm_exp.kernel_estimation.reliability.NoHarmRule`) returns its fallback (the
   frame, or Wiener with a milder kernel) for frames whose estimate it does not trust. Both
   need only the kernel and ``y``, so they are decided before sampling and the sampler runs on
-  the other frames alone (:attr:`BatchMeasurement.sampled`, :meth:`MeasurementPlan.sampled_part`):
-  a kept frame costs no NFE. The records' ``kernel.kept`` / ``kernel.returned`` say which and why.
+  the other frames alone (:attr:`BatchMeasurement.sampled`): a kept frame costs no NFE and no
+  operator, so its record has no ``H⁺y`` baseline (``baseline: {}``), no residual
+  (``restored.residual_rel/rms`` null); its ``restored`` PSNR/SSIM/LPIPS are those of what it
+  returns. The records' ``kernel.kept`` / ``kernel.returned`` say which and
+  why.
 * **Datasets without blurry frames** (``samples``, ``folder``, ...) under a blind degradation
   are blurred by its ``true_kernel`` (circularly, as ``bsd_synthetic`` does), which is then
   their true kernel, so blind deblurring runs on the bundled photos too.
@@ -90,7 +94,9 @@ def estimator_choice(node: Any, choice: str | None) -> str:
 class BatchMeasurement:
     """One batch's operator and measurement, and what the records say about them."""
 
-    operator: HFunctions
+    # The operator of the frames the sampler restores (:attr:`sampled`: rows ``y[sampled]``),
+    # or the run's one operator for any batch; None when every frame is kept (none was built).
+    operator: HFunctions | None
     y: Tensor
     # (B, kh, kw) float64 on the CPU: what the operator blurs each image with (None: not a blur
     # with a known kernel, e.g. dataset=bsd with degradation=deblur_gauss).
@@ -243,14 +249,13 @@ class MeasurementPlan:
                 dtype=assumed.dtype,
             )
         elif assumed is not None and assumed.per_image:
-            self._per_image_operator(bm, x.shape, init_kernels)
+            self._per_image_operator(bm, x.shape, init_kernels)  # decides the kept frames too
         elif assumed is not None:
             assert assumed.fixed_kernel is not None
             bm.kernels = assumed.fixed_kernel.unsqueeze(0).expand(b, -1, -1)
         elif self.operator.kernel2d is not None:
             k = self.operator.kernel2d.to(torch.float64).cpu()
             bm.kernels = k if k.dim() == 3 else k.unsqueeze(0).expand(b, -1, -1)
-        self.keep_delta_frames(bm)
         if bm.kernels is not None:
             # On the measurement itself (before any edge tapering), with the data's borders.
             bm.classical = classical_metrics(y, x, bm.kernels, self.classical_border, self.use_ssim)
@@ -259,8 +264,9 @@ class MeasurementPlan:
     def _per_image_operator(
         self, bm: BatchMeasurement, shape: torch.Size, init_kernels: Tensor | None
     ) -> None:
-        """The batch's kernels (true or estimated, then prepared) and their operator; tapers y
-        where the operator works on a tapered measurement."""
+        """The batch's kernels (true or estimated, then prepared), which frames are kept, and
+        the operator of the others; tapers their y where the operator works on a tapered
+        measurement."""
         assert self.assumed is not None
         if self.assumed.assumed_kernel == "gt":
             assert bm.true_kernels is not None  # checked by build()
@@ -268,11 +274,24 @@ class MeasurementPlan:
         else:
             raw = self._estimate(bm, shape, init_kernels)
         bm.kernels, bm.rank1_errors = self.assumed.prepare_kernels(raw)
-        bm.operator = self.assumed.with_kernels(bm.kernels)
-        # Edge tapering works on the measurement (its blurry-frame metrics are taken before).
+        self.keep_delta_frames(bm)
+        # Kept frames get no operator: theirs would serve only their H⁺y baseline and
+        # residuals, and a border model's costs a dense SVD per frame.
+        sampled = bm.sampled
+        if not sampled:
+            bm.operator = None
+            return
+        whole = len(sampled) == len(bm.kernels)
+        bm.operator = self.assumed.with_kernels(bm.kernels if whole else bm.kernels[sampled])
+        # Edge tapering works on the measurement (its blurry-frame metrics are taken before);
+        # kept frames are returned as they came, so theirs stays untapered.
         if isinstance(bm.operator, TaperedFFTBlur):
             bm.untapered = bm.y
-            bm.y = bm.operator.prepare_measurement(bm.y)
+            if whole:
+                bm.y = bm.operator.prepare_measurement(bm.y)
+            else:
+                bm.y = bm.y.clone()
+                bm.y[sampled] = bm.operator.prepare_measurement(bm.y[sampled])
 
     def _clean_measurement(self, batch: dict[str, Any], x: Tensor) -> tuple[Tensor, Tensor | None]:
         """The batch's y before noise, and the true kernels when this plan blurred it."""
@@ -333,20 +352,11 @@ class MeasurementPlan:
             "delta_kernel" if is_delta(k) else why for k, why in zip(bm.kernels, kept, strict=True)
         ]
 
-    def sampled_part(self, bm: BatchMeasurement, frames: list[int]) -> tuple[HFunctions, Tensor]:
-        """The operator and ``y`` of the batch's ``frames`` alone (the ones the sampler restores
-        when the others are kept): the same per-image operators, so each frame's restoration is
-        the one it gets in the whole batch."""
-        y = bm.y[frames]
-        if self.assumed is None or not self.assumed.per_image or self.in_loop:
-            return bm.operator, y  # one operator for every image of the run
-        assert bm.kernels is not None  # per-image kernels are known before sampling
-        return self.assumed.with_kernels(bm.kernels[frames]), y
-
-    def after_sampling(self, bm: BatchMeasurement, result: SampleResult) -> HFunctions:
-        """The operator the baseline and the residuals use: the batch's, or, for a sampler that
-        refines the kernel while it samples (``result.kernel``), that of its final kernels.
-        Kept frames (``bm.kept``, which the sampler did not see) get what they return here."""
+    def after_sampling(self, bm: BatchMeasurement, result: SampleResult) -> HFunctions | None:
+        """The operator the sampled frames' baseline and residuals use: theirs, or, for a
+        sampler that refines the kernel while it samples (``result.kernel``), that of its final
+        kernels. Kept frames (``bm.kept``, which the sampler did not see) get what they return
+        here."""
         kernel = result.kernel
         if bm.kept is not None:
             # The no-harm rule's frames too: an estimate that is not the frame's blur, or blur
@@ -401,13 +411,10 @@ class MeasurementPlan:
             return out
         k = bm.kernels[j]
         true = bm.true_kernels[j] if bm.true_kernels is not None else None
-        op = bm.operator
-        if isinstance(op, PerImageOperators):
-            op = op.operators[j]
         info: dict[str, Any] = {
             "assumed": self.assumed.assumed_kernel if self.assumed is not None else "operator",
             "estimator": self.estimator_name if self.estimator_name != "none" else None,
-            "operator": operator_name(op) if self.assumed is not None else None,
+            "operator": self._operator_name(bm, j),
             "size": [int(k.shape[0]), int(k.shape[1])],
             "rank1_error": bm.rank1_errors[j],
             "ncc": normalized_cross_correlation(k, true) if true is not None else None,
@@ -430,6 +437,15 @@ class MeasurementPlan:
         out["kernel"] = info
         return out
 
+    def _operator_name(self, bm: BatchMeasurement, j: int) -> str | None:
+        """How image ``j``'s blur is modelled (:func:`operator_name`). A kept frame has no
+        operator: the run's border model names it, and nothing does where ``method`` would
+        have picked one for its kernel (``border`` null)."""
+        if self.assumed is None:
+            return None
+        op = _operator_of(bm, j)
+        return operator_name(op) if op is not None else self.assumed.border_model
+
     def _returned(self, bm: BatchMeasurement, j: int) -> str:
         """``restored``, ``blurry``, ``wiener`` or ``richardson_lucy``: what image ``j``'s
         restoration is."""
@@ -439,6 +455,16 @@ class MeasurementPlan:
         if why == "delta_kernel" or self.no_harm is None:
             return "blurry"
         return self.no_harm.fallback
+
+
+def _operator_of(bm: BatchMeasurement, j: int) -> HFunctions | None:
+    """Image ``j``'s own operator (None for a kept frame, which has none)."""
+    sampled = bm.sampled
+    if bm.operator is None or j not in sampled:
+        return None
+    if isinstance(bm.operator, PerImageOperators):
+        return bm.operator.operators[sampled.index(j)]
+    return bm.operator
 
 
 def _estimator_for_sampler(
