@@ -21,6 +21,7 @@ from ddrm_exp.kernel_estimation import KernelEstimate
 from ddrm_exp.kernel_estimation.reliability import NoHarmRule
 from ddrm_exp.run.batch import BatchOutcome, Metrics, restore_batch
 from ddrm_exp.run.setup import RunContext, Setup, setup
+from ddrm_exp.run.summary import infinite_psnr_note, summarize
 from ddrm_exp.samplers.base import WarmStart
 
 STEPS = 3
@@ -210,6 +211,11 @@ def test_kept_frames_build_no_dense_operator(
         assert r["restored"]["psnr"] is not None  # what the frame returns is still scored
         assert r["kernel"]["operator"] == "valid"  # the border model (no operator built)
     assert [r["kernel"]["returned"] for r in records] == ["wiener", "blurry", "wiener", "wiener"]
+    # The run's summary: no H⁺y to average, and no missing PSNR read as an infinite one.
+    plain = [dict(r) for r in records]
+    assert summarize(plain)["baseline"] == {}
+    assert summarize(plain)["restored"]["psnr"]["n"] == 4
+    assert infinite_psnr_note(plain, 0.0) is None
 
 
 def test_mixed_batch_builds_one_operator_per_sampled_frame(

@@ -115,3 +115,24 @@ def test_cells_count_the_nfe_done_when_frames_were_kept(tmp_path: Path) -> None:
     # two sampled frames in one batch of 2: one call of 20 NFE in 2 s of sampling
     assert nfe_per_second(records) == pytest.approx(20 / 2.0)
     assert mean_nfe(records[1:]) == 20 and isinstance(mean_nfe(records[1:]), int)
+
+
+def test_kept_frames_have_no_baseline_and_the_tables_count_the_others(tmp_path: Path) -> None:
+    """A frame the blind plan kept builds no operator, so its record has no H⁺y (baseline {})
+    and no residual: the H⁺y baseline is the mean over the sampled frames only, and an
+    all-kept cell shows none."""
+    run = _write_run(tmp_path / "blind", kernel={"assumed": "estimated"})
+    lines = [json.loads(x) for x in (run / "results.jsonl").read_text().splitlines()]
+    lines[0]["baseline"] = {}
+    lines[0]["restored"].update(residual_rel=None, residual_rms=None)
+    (run / "results.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    made = write_table([run], out=tmp_path / "t")
+    assert made.name == "figure8"
+    baseline = made.result.markdown.split("### H⁺y baseline")[1]
+    assert "16.50 (n=2: 16.00, 17.00)" in baseline  # frames 1 and 2: 15 + i
+    assert "21.00 (n=3" in made.result.markdown  # every frame's restoration counts
+    for line in lines:
+        line["baseline"] = {}
+    (run / "results.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    baseline = write_table([run], out=tmp_path / "t2").result.markdown.split("### H⁺y")[1]
+    assert "| 0.1 | – |" in baseline

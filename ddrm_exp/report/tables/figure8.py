@@ -67,7 +67,8 @@ def _baseline_lines(
     sigmas: list[float],
     labels: dict[str, str],
 ) -> list[str]:
-    lines = ["", "### H⁺y baseline (each cell's own operator)", ""]
+    # A frame the blind plan kept has no operator, hence no H⁺y: n counts the sampled ones.
+    lines = ["", "### H⁺y baseline (each cell's own operator; frames sampled by DDRM)", ""]
     lines += ["| σ_y (assumed) | " + " | ".join(labels[k] for k in kernels) + " |"]
     lines += ["|" + "---|" * (len(kernels) + 1)]
     for sigma in sigmas:
