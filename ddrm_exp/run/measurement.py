@@ -24,10 +24,11 @@ the run measures ``y = H x + σ_y z`` (``HFunctions.measure``):
   frame, or Wiener with a milder kernel) for frames whose estimate it does not trust. Both
   need only the kernel and ``y``, so they are decided before sampling and the sampler runs on
   the other frames alone (:attr:`BatchMeasurement.sampled`): a kept frame costs no NFE and no
-  operator, so its record has no ``H⁺y`` baseline (``baseline: {}``), no residual
-  (``restored.residual_rel/rms`` null); its ``restored`` PSNR/SSIM/LPIPS are those of what it
-  returns. The records' ``kernel.kept`` / ``kernel.returned`` say which and
-  why.
+  operator (no dense SVD), so its record has no ``H⁺y`` baseline (``baseline: {}``) and no
+  residual (``restored.residual_rel/rms`` null); its ``restored`` PSNR/SSIM/LPIPS are those of
+  what it returns, and ``kernel.operator`` names the run's border model (null for
+  ``border: null``, where the operator's kind depends on the kernel). The records'
+  ``kernel.kept`` / ``kernel.returned`` say which frames are kept and why.
 * **Datasets without blurry frames** (``samples``, ``folder``, ...) under a blind degradation
   are blurred by its ``true_kernel`` (circularly, as ``bsd_synthetic`` does), which is then
   their true kernel, so blind deblurring runs on the bundled photos too.
