@@ -1,18 +1,22 @@
 """Video deblurring on BSD (§6, §9): each temporal setting against independent frame-by-frame
-DDRM (PSNR, paired ΔPSNR, flicker, warping error, NFE and seconds per frame)."""
+DDRM (PSNR, paired differences by frame and by sequence, what restored each frame, flicker,
+warping error, NFE and seconds per frame)."""
 
 from __future__ import annotations
 
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from ddrm_exp.metrics.summary import CI_NOTE, format_stat, mean_ci
 from ddrm_exp.report.cells import (
     Cell,
+    Grouping,
     group,
     images_per_cell,
     mean_nfe,
-    paired_difference,
-    unique_mean,
 )
 from ddrm_exp.report.records import Record, Stat, kernel_field, temporal_field
 from ddrm_exp.report.render import md_row, md_table
@@ -34,6 +38,9 @@ HEADER = [
     "PSNR",
     "SSIM",
     "ΔPSNR vs independent",
+    "− blurry",
+    "frames > 0.2 dB below blurry",
+    "restored by",
     "blurry PSNR",
     "Wiener PSNR",
     "RL PSNR",
@@ -45,16 +52,75 @@ HEADER = [
 
 # What the columns mean, under the table.
 COLUMNS = (
-    "ΔPSNR: paired over the same frames. Blurry: the measured frame itself; Wiener, RL "
-    "(Richardson–Lucy): classical deconvolution of it with the kernel DDRM used in that row "
-    "(ddrm_exp.restoration). Flicker: mean |(x̂_k − x̂_{{k−1}}) − (x_k − x_{{k−1}})| over "
-    "consecutive frames ([0, 1] units). Warping error: mean squared difference between x̂_k and "
-    "x̂_{{k−1}} warped by the sharp frames' Farnebäck flow, non-occluded pixels (Lai et al. "
-    "2018); the sharp frames' own: {floor} (the flow's floor). Blurry frames' PSNR: {blurry}. "
-    "NFE and seconds per frame: the sampler's network evaluations and the sampling plus "
-    "kernel-estimation time; frames the blind plan keeps unrestored (records' kernel.kept) "
-    "are not sampled and count 0 NFE."
+    "ΔPSNR and − blurry (restored − blurry frame): paired over the same frames, [in brackets] "
+    "over the sequences' mean differences. Restored by: what each frame returned (the sampler, "
+    "or the blind plan's fallback for a frame it kept: records' kernel.returned). Blurry: the "
+    "measured frame itself; Wiener, RL (Richardson–Lucy): classical deconvolution of it with "
+    "the kernel DDRM takes for that frame (a kept frame's too; its fallback may mix that "
+    "kernel with a delta) (ddrm_exp.restoration). Flicker: mean "
+    "|(x̂_k − x̂_{{k−1}}) − (x_k − x_{{k−1}})| over consecutive frames ([0, 1] units). "
+    "Warping error: mean squared difference between x̂_k and x̂_{{k−1}} warped by the sharp "
+    "frames' Farnebäck flow, non-occluded pixels (Lai et al. 2018); the sharp frames' own: "
+    "{floor} (the flow's floor). Blurry frames' PSNR: {blurry}. NFE and seconds per frame: the "
+    "sampler's network evaluations and the sampling plus kernel-estimation time; frames the "
+    "blind plan keeps unrestored (records' kernel.kept) are not sampled and count 0 NFE."
 )
+
+
+# Run settings the records do not carry, read from each run's config_resolved.yaml: rows whose
+# runs differ in them are labelled by them (kernel_estimator.warm_iters=40), never pooled.
+RUN_GROUPS = ("dataset", "kernel_estimator")
+# Settings that change no result: where results run, and the estimator's warm start when no
+# kernel is propagated (nothing starts it warm then).
+NEUTRAL = ("device", "num_threads")
+WARM_ONLY = ("warm_scales", "warm_iters")
+# A frame's kernel.returned, as the table names what restored it (None: the sampler).
+RETURNED = {"richardson_lucy": "RL", "wiener": "Wiener", "blurry": "blurry"}
+WORSE_DB = 0.2
+
+
+def _flatten(node: Any, prefix: str) -> dict[str, Any]:
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for k, v in node.items():
+            if not str(k).startswith("_"):
+                out.update(_flatten(v, f"{prefix}.{k}"))
+        return out
+    return {prefix: tuple(node) if isinstance(node, list) else node}
+
+
+@lru_cache(maxsize=256)
+def _run_settings(run_dir: Path) -> tuple[tuple[str, Any], ...]:
+    """RUN_GROUPS' settings of the run in ``run_dir``; empty without a readable config."""
+    from omegaconf import DictConfig, OmegaConf
+
+    try:
+        cfg = OmegaConf.load(run_dir / "config_resolved.yaml")
+    except Exception:  # noqa: BLE001 - no config (hand-written records): nothing to tell apart
+        return ()
+    if not isinstance(cfg, DictConfig):
+        return ()
+    out: dict[str, Any] = {}
+    for name in RUN_GROUPS:
+        node = cfg.get(name)
+        if isinstance(node, DictConfig):
+            out.update(_flatten(OmegaConf.to_container(node, resolve=True), name))
+    return tuple(sorted((k, v) for k, v in out.items() if k.rsplit(".", 1)[-1] not in NEUTRAL))
+
+
+def _effective(r: Record) -> dict[str, Any]:
+    settings = dict(_run_settings(r.run_dir))
+    if not temporal_field(r, "kernel_propagation"):
+        settings = {k: v for k, v in settings.items() if k.rsplit(".", 1)[-1] not in WARM_ONLY}
+    return settings
+
+
+def run_labels(records: list[Record]) -> dict[Path, tuple[str, ...]]:
+    """Per run directory, the settings (``key=value``) that differ among ``records``' runs."""
+    per_run = {r.run_dir: _effective(r) for r in records}
+    keys = sorted({k for s in per_run.values() for k in s})
+    varying = [k for k in keys if len({repr(s.get(k)) for s in per_run.values()}) > 1]
+    return {run: tuple(f"{k}={s[k]}" for k in varying if k in s) for run, s in per_run.items()}
 
 
 def temporal_mode(r: Record) -> str:
@@ -80,9 +146,57 @@ def _temporal(records: list[Record], key: str) -> Stat:
     return mean_ci(temporal_field(r, key) for r in records)
 
 
-def _row(spec: TableSpec, mode: str, cell: Cell, diff: Stat) -> tuple[str, dict[str, Any]]:
+def _sequence(r: Record) -> str:
+    return str(r.raw.get("sequence", r.index))
+
+
+def _differences(pairs: list[tuple[Record, float]]) -> tuple[Stat, Stat]:
+    """Mean and CI of per-frame differences, over frames and over sequences' means."""
+    by_sequence: dict[str, list[float]] = defaultdict(list)
+    for r, d in pairs:
+        by_sequence[_sequence(r)].append(d)
+    per_sequence = (sum(v) / len(v) for v in by_sequence.values())
+    return mean_ci(d for _, d in pairs), mean_ci(per_sequence)
+
+
+def _vs_reference(cell: Cell, reference: Cell) -> tuple[Stat, Stat]:
+    ref = {r.key: r.values.get("psnr") for r in reference.records}
+    pairs = [
+        (r, float(r.values["psnr"]) - float(ref[r.key]))  # type: ignore[arg-type]
+        for r in cell.records
+        if r.values.get("psnr") is not None and ref.get(r.key) is not None
+    ]
+    return _differences(pairs)
+
+
+def _vs_blurry(cell: Cell) -> tuple[tuple[Stat, Stat], int]:
+    """Restored − blurry frame (by frame, by sequence), and how many frames lose > WORSE_DB."""
+    pairs = [
+        (r, float(r.values["psnr"]) - float(r.values["measurement_psnr"]))  # type: ignore[arg-type]
+        for r in cell.records
+        if r.values.get("psnr") is not None and r.values.get("measurement_psnr") is not None
+    ]
+    return _differences(pairs), sum(d < -WORSE_DB for _, d in pairs)
+
+
+def _format_pair(frames: Stat, sequences: Stat) -> str:
+    if not frames:
+        return "–"
+    return f"{format_stat(frames)} [{format_stat(sequences)}]"
+
+
+def restored_by(records: list[Record]) -> str:
+    """How many frames each restoration returned: "ddrm 30, RL 18" (of all the cell's)."""
+    counts = Counter(RETURNED.get(str(kernel_field(r, "returned")), r.sampler) for r in records)
+    return ", ".join(f"{name} {n}" for name, n in counts.most_common())
+
+
+def _row(
+    spec: TableSpec, mode: str, cell: Cell, diff: tuple[Stat, Stat]
+) -> tuple[str, dict[str, Any]]:
     """One temporal setting: its markdown line and its CSV row."""
     recs = cell.records
+    blurry, worse = _vs_blurry(cell)
     flick, warp_err = _temporal(recs, "flicker"), _temporal(recs, "warping_error")
     nfe = float(mean_nfe(recs) or 0.0)
     # The estimate is part of a frame's cost (a kept frame costs nothing else).
@@ -94,7 +208,10 @@ def _row(spec: TableSpec, mode: str, cell: Cell, diff: Stat) -> tuple[str, dict[
             str(len(recs)),
             format_stat(cell.stats.get("psnr")),
             format_stat(cell.stats.get("ssim"), 3),
-            format_stat(diff) if diff else "–",
+            _format_pair(*diff),
+            _format_pair(*blurry),
+            str(worse),
+            restored_by(recs),
             format_stat(cell.stats.get("measurement_psnr")),
             format_stat(cell.stats.get("wiener_psnr")),
             format_stat(cell.stats.get("rl_psnr")),
@@ -111,7 +228,14 @@ def _row(spec: TableSpec, mode: str, cell: Cell, diff: Stat) -> tuple[str, dict[
         "psnr_mean": cell.stats.get("psnr", {}).get("mean"),
         "psnr_ci95": cell.stats.get("psnr", {}).get("ci95"),
         "ssim_mean": cell.stats.get("ssim", {}).get("mean"),
-        "psnr_diff_vs_independent": diff.get("mean"),
+        "psnr_diff_vs_independent": diff[0].get("mean"),
+        "psnr_diff_vs_independent_ci95": diff[0].get("ci95"),
+        "psnr_diff_vs_independent_by_sequence_ci95": diff[1].get("ci95"),
+        "psnr_diff_vs_blurry": blurry[0].get("mean"),
+        "psnr_diff_vs_blurry_ci95": blurry[0].get("ci95"),
+        "psnr_diff_vs_blurry_by_sequence_ci95": blurry[1].get("ci95"),
+        "frames_below_blurry": worse,
+        "restored_by": restored_by(recs),
         "measurement_psnr_mean": cell.stats.get("measurement_psnr", {}).get("mean"),
         "wiener_psnr_mean": cell.stats.get("wiener_psnr", {}).get("mean"),
         "rl_psnr_mean": cell.stats.get("rl_psnr", {}).get("mean"),
@@ -123,24 +247,60 @@ def _row(spec: TableSpec, mode: str, cell: Cell, diff: Stat) -> tuple[str, dict[
     return line, row
 
 
+def _comparable(labels: tuple[str, ...]) -> tuple[str, ...]:
+    """The labels an independent run can share: all but the warm-start settings."""
+    return tuple(x for x in labels if x.split("=", 1)[0].rsplit(".", 1)[-1] not in WARM_ONLY)
+
+
+def _per_frame(
+    records: list[Record], labels: dict[Path, tuple[str, ...]], value: Callable[[Record], Any]
+) -> Stat:
+    """Mean and CI of ``value`` over distinct frames (a frame's key repeats across datasets)."""
+    frames = {
+        (tuple(x for x in labels[r.run_dir] if x.startswith("dataset.")), r.key): value(r)
+        for r in records
+    }
+    return mean_ci(frames.values())
+
+
 def render(spec: TableSpec, records: list[Record]) -> TableResult:
-    cells = group(records, temporal_mode, lambda r: "all", split=False)
-    modes = sorted({m for m, _ in cells}, key=lambda m: (_rank(m), m))
-    reference = cells.get((REFERENCE, "all"))
+    labels = run_labels(records)
+    rows_of: dict[str, tuple[str, tuple[str, ...]]] = {}
+
+    def method(r: Record) -> str:
+        mode, extra = temporal_mode(r), labels[r.run_dir]
+        name = " ".join([mode, *extra])
+        rows_of[name] = (mode, extra)
+        return name
+
+    grouping = Grouping()
+    cells = group(records, method, lambda r: "all", split=False, grouping=grouping)
+    # Rows of one dataset and estimator together, independent first.
+    modes = sorted(
+        {m for m, _ in cells},
+        key=lambda m: (_comparable(rows_of[m][1]), _rank(rows_of[m][0]), m),
+    )
+    references = {
+        extra: cells[(m, "all")] for m, (mode, extra) in rows_of.items() if mode == REFERENCE
+    }
     lines = md_table(spec.title, HEADER)
     rows: list[dict[str, Any]] = []
-    for mode in modes:
-        cell = cells[(mode, "all")]
-        diff = paired_difference(cell, reference) if reference and mode != REFERENCE else {}
-        line, row = _row(spec, mode, cell, diff)
+    for name in modes:
+        cell = cells[(name, "all")]
+        mode, extra = rows_of[name]
+        reference = references.get(_comparable(extra))
+        diff = _vs_reference(cell, reference) if reference and mode != REFERENCE else ({}, {})
+        line, row = _row(spec, name, cell, diff)
         lines.append(line)
         rows.append(row)
-    floor = _temporal(records, "warping_error_sharp")
-    measured = unique_mean(records, "measurement_psnr")
+    # The sharp and blurry frames are the same in every row of a dataset: each frame once.
+    floor = _per_frame(records, labels, lambda r: temporal_field(r, "warping_error_sharp"))
+    measured = _per_frame(records, labels, lambda r: r.values.get("measurement_psnr"))
     lines += [
         "",
         f"PSNR/SSIM: mean over frames ({images_per_cell(cells.values())}); {CI_NOTE}. "
         + COLUMNS.format(floor=format_stat(floor, 5), blurry=format_stat(measured)),
+        *grouping.notes(),
     ]
     return TableResult("\n".join(lines), rows, {})
 
