@@ -117,3 +117,12 @@ def test_restored_by_counts_the_frames_a_fallback_returned(tmp_path: Path) -> No
     row = table_row(video_table(write_run(tmp_path / "i", lines)), "| temporal", "| independent")
     assert row["restored by"] == "RL 2, ddrm 1"
     assert row["NFE / frame"] == "6.7"
+
+
+def test_one_estimator_setting_adds_no_label(tmp_path: Path) -> None:
+    # As a video_bsd sweep makes them: the same estimator for every temporal setting.
+    independent = write_run(tmp_path / "i", run_of("independent", [30.0, 31.0]))
+    propagated = write_run(tmp_path / "a", run_of("all", [30.5, 31.5]))
+    text = video_table(independent, propagated)
+    row = table_row(text, "| temporal", "| all (t*=150) |")
+    assert row["ΔPSNR vs independent"].startswith("0.50")

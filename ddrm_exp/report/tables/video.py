@@ -119,7 +119,8 @@ def run_labels(records: list[Record]) -> dict[Path, tuple[str, ...]]:
     """Per run directory, the settings (``key=value``) that differ among ``records``' runs."""
     per_run = {r.run_dir: _effective(r) for r in records}
     keys = sorted({k for s in per_run.values() for k in s})
-    varying = [k for k in keys if len({repr(s.get(k)) for s in per_run.values()}) > 1]
+    # Among the runs the setting matters to (warm_* only where kernels propagate).
+    varying = [k for k in keys if len({repr(s[k]) for s in per_run.values() if k in s}) > 1]
     return {run: tuple(f"{k}={s[k]}" for k in varying if k in s) for run, s in per_run.items()}
 
 
