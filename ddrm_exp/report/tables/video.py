@@ -38,6 +38,7 @@ HEADER = [
     "PSNR",
     "SSIM",
     "ΔPSNR vs independent",
+    "Δflicker vs independent",
     "− blurry",
     "frames > 0.2 dB below blurry",
     "restored by",
@@ -52,7 +53,8 @@ HEADER = [
 
 # What the columns mean, under the table.
 COLUMNS = (
-    "ΔPSNR and − blurry (restored − blurry frame): paired over the same frames, [in brackets] "
+    "ΔPSNR, Δflicker and − blurry (restored − blurry frame): paired over the same frames, "
+    "[in brackets] "
     "over the sequences' mean differences. Restored by: what each frame returned (the sampler, "
     "or the blind plan's fallback for a frame it kept: records' kernel.returned). Blurry: the "
     "measured frame itself; Wiener, RL (Richardson–Lucy): classical deconvolution of it with "
@@ -160,12 +162,23 @@ def _differences(pairs: list[tuple[Record, float]]) -> tuple[Stat, Stat]:
     return mean_ci(d for _, d in pairs), mean_ci(per_sequence)
 
 
-def _vs_reference(cell: Cell, reference: Cell) -> tuple[Stat, Stat]:
-    ref = {r.key: r.values.get("psnr") for r in reference.records}
+def _psnr(r: Record) -> float | None:
+    return r.values.get("psnr")
+
+
+def _flicker(r: Record) -> float | None:
+    return temporal_field(r, "flicker")
+
+
+def _vs_reference(
+    cell: Cell, reference: Cell, value: Callable[[Record], float | None]
+) -> tuple[Stat, Stat]:
+    """``value`` of each frame minus the reference run's for the same frame."""
+    ref = {r.key: value(r) for r in reference.records}
     pairs = [
-        (r, float(r.values["psnr"]) - float(ref[r.key]))  # type: ignore[arg-type]
+        (r, float(v) - float(ref[r.key]))  # type: ignore[arg-type]
         for r in cell.records
-        if r.values.get("psnr") is not None and ref.get(r.key) is not None
+        if (v := value(r)) is not None and ref.get(r.key) is not None
     ]
     return _differences(pairs)
 
@@ -180,10 +193,10 @@ def _vs_blurry(cell: Cell) -> tuple[tuple[Stat, Stat], int]:
     return _differences(pairs), sum(d < -WORSE_DB for _, d in pairs)
 
 
-def _format_pair(frames: Stat, sequences: Stat) -> str:
+def _format_pair(frames: Stat, sequences: Stat, digits: int = 2) -> str:
     if not frames:
         return "–"
-    return f"{format_stat(frames)} [{format_stat(sequences)}]"
+    return f"{format_stat(frames, digits)} [{format_stat(sequences, digits)}]"
 
 
 def restored_by(records: list[Record]) -> str:
@@ -193,7 +206,11 @@ def restored_by(records: list[Record]) -> str:
 
 
 def _row(
-    spec: TableSpec, mode: str, cell: Cell, diff: tuple[Stat, Stat]
+    spec: TableSpec,
+    mode: str,
+    cell: Cell,
+    diff: tuple[Stat, Stat],
+    flicker_diff: tuple[Stat, Stat],
 ) -> tuple[str, dict[str, Any]]:
     """One temporal setting: its markdown line and its CSV row."""
     recs = cell.records
@@ -210,6 +227,7 @@ def _row(
             format_stat(cell.stats.get("psnr")),
             format_stat(cell.stats.get("ssim"), 3),
             _format_pair(*diff),
+            _format_pair(*flicker_diff, digits=5),
             _format_pair(*blurry),
             str(worse),
             restored_by(recs),
@@ -232,6 +250,8 @@ def _row(
         "psnr_diff_vs_independent": diff[0].get("mean"),
         "psnr_diff_vs_independent_ci95": diff[0].get("ci95"),
         "psnr_diff_vs_independent_by_sequence_ci95": diff[1].get("ci95"),
+        "flicker_diff_vs_independent": flicker_diff[0].get("mean"),
+        "flicker_diff_vs_independent_ci95": flicker_diff[0].get("ci95"),
         "psnr_diff_vs_blurry": blurry[0].get("mean"),
         "psnr_diff_vs_blurry_ci95": blurry[0].get("ci95"),
         "psnr_diff_vs_blurry_by_sequence_ci95": blurry[1].get("ci95"),
@@ -290,8 +310,10 @@ def render(spec: TableSpec, records: list[Record]) -> TableResult:
         cell = cells[(name, "all")]
         mode, extra = rows_of[name]
         reference = references.get(_comparable(extra))
-        diff = _vs_reference(cell, reference) if reference and mode != REFERENCE else ({}, {})
-        line, row = _row(spec, name, cell, diff)
+        compared = reference is not None and mode != REFERENCE
+        diff = _vs_reference(cell, reference, _psnr) if compared else ({}, {})
+        flicker_diff = _vs_reference(cell, reference, _flicker) if compared else ({}, {})
+        line, row = _row(spec, name, cell, diff, flicker_diff)
         lines.append(line)
         rows.append(row)
     # The sharp and blurry frames are the same in every row of a dataset: each frame once.
