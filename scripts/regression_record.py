@@ -85,7 +85,9 @@ def record(out: Path, only: list[str] | None) -> None:
     bsd = Path(tempfile.gettempdir()) / "ddrm_exp_regress_bsd"
     if not bsd.exists():
         cmd = [sys.executable, "-m", "ddrm_exp.datasets.bsd_mini", str(bsd)]
-        subprocess.run([*cmd, "--sequences", "2", "--frames", "3"], check=True, env=_env())
+        # Whole-pixel blur: the tree every earlier recording used (bsd_mini's old default).
+        args = ["--sequences", "2", "--frames", "3", "--blur", "nearest"]
+        subprocess.run([*cmd, *args], check=True, env=_env())
     for name, (multi, overrides) in RUNS.items():
         if only and name not in only:
             continue

@@ -40,7 +40,7 @@ SIZE = (48, 64)  # (H, W) of the mini frames: small, and not square, to exercise
 @pytest.fixture(scope="module")
 def mini_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("bsd")
-    write_mini_bsd(root, sequences=3, frames=5, size=SIZE)
+    write_mini_bsd(root, sequences=3, frames=5, size=SIZE, blur="nearest")
     return root
 
 
@@ -132,7 +132,7 @@ def test_mini_tree_is_a_blurred_video(mini_root: Path, tmp_path: Path) -> None:
         assert np.abs(b - s).mean() > 0.5
         assert np.abs(np.diff(b, axis=1)).mean() < np.abs(np.diff(s, axis=1)).mean()
     # deterministic: the same call writes the same pixels
-    again = write_mini_bsd(tmp_path, sequences=1, frames=5, size=SIZE)
+    again = write_mini_bsd(tmp_path, sequences=1, frames=5, size=SIZE, blur="nearest")
     assert np.array_equal(_read(again / "000/Blur/RGB/00000001.png"), blur[1])
 
 
@@ -228,7 +228,9 @@ def test_subpixel_kernels_are_continuous_segments(mini_root: Path, subpixel_root
 
 def test_mini_tree_refuses_fractional_whole_pixel_motion(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="subpixel"):
-        write_mini_bsd(tmp_path, sequences=1, frames=1, size=SIZE, velocities=[(0.5, 2.0)])
+        write_mini_bsd(
+            tmp_path, sequences=1, frames=1, size=SIZE, blur="nearest", velocities=[(0.5, 2.0)]
+        )
     with pytest.raises(ConfigError, match="blur="):
         write_mini_bsd(tmp_path, sequences=1, frames=1, size=SIZE, blur="box")
 

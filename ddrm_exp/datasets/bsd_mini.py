@@ -5,9 +5,11 @@ constant velocity (a few pixels per frame, a different direction per sequence). 
 beam-splitter camera of BSD, which records a short and a long exposure of the same instant,
 the Sharp frame is the crop at the frame's instant and the Blur frame is the average of the
 crops along the motion during one frame interval centred on it, i.e. a uniform linear motion
-blur whose length is the per-frame velocity. The average is taken on 8-bit sRGB values (a real
-sensor integrates linear light; for a test set the simpler model keeps Blur an exact box blur of
-the photo).
+blur whose length is the per-frame velocity. Sub-frames are read bilinearly, 1/4 px apart
+(``--blur subpixel``), so the kernel is a continuous segment (``--blur nearest``: whole-pixel
+sub-frames, the dotted kernels of the first trees). The average is taken on 8-bit sRGB values
+(a real sensor integrates linear light; for a test set the simpler model keeps Blur an exact
+blur of the photo by the recorded kernel).
 
     python -m ddrm_exp.datasets.bsd_mini OUT_DIR [--sequences 2 --frames 4]
 
@@ -59,11 +61,12 @@ VELOCITIES: tuple[tuple[int, int], ...] = (
 
 MOTION_FILE = "motion.json"
 
-# How a sub-frame at a fractional position is read from the photo: "nearest" rounds it to a
-# whole pixel (Python's round, half to even) -- the first trees' model, whose kernels are
-# *dotted* lines (taps skipped or doubled where positions round alike), which no moving
-# camera draws; "subpixel" interpolates it bilinearly, with sub-frames at most 1/4 px apart,
-# so the kernel is the continuous segment a steady motion integrates.
+# How a sub-frame at a fractional position is read from the photo: "subpixel" (the default)
+# interpolates it bilinearly, with sub-frames at most 1/4 px apart, so the kernel is the
+# continuous segment a steady motion integrates; "nearest" rounds it to a whole pixel (Python's
+# round, half to even) -- the first trees' model, kept to reproduce their numbers, whose
+# kernels are *dotted* lines (taps skipped or doubled where positions round alike), which no
+# moving camera draws.
 BLUR_MODES = ("nearest", "subpixel")
 SUBPIXEL_STEPS = 4
 
@@ -190,7 +193,7 @@ def write_mini_bsd(
     split: str = "test",
     motion: bool = True,
     photos: Sequence[tuple[str, np.ndarray]] | None = None,
-    blur: str = "nearest",
+    blur: str = "subpixel",
     velocities: Sequence[tuple[float, float]] | None = None,
 ) -> Path:
     """Write ``root/BSD_<exposure>/<split>/<seq>/{Blur,Sharp}/RGB/<frame>.png``.
@@ -309,9 +312,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--blur",
         choices=BLUR_MODES,
-        default="nearest",
-        help="nearest: sub-frames at whole pixels (dotted kernels, the first trees); "
-        "subpixel: bilinear sub-frames 1/4 px apart (continuous motion)",
+        default="subpixel",
+        help="subpixel: bilinear sub-frames 1/4 px apart (continuous motion); nearest: "
+        "sub-frames at whole pixels (dotted kernels: the trees before the segment estimator)",
     )
     parser.add_argument(
         "--motion-seed",
