@@ -20,7 +20,9 @@ the same kernel, paired mean ± 95 % t-CI by frame and by sequence.
 ``fallbacks``: what each kept frame would return, per tree: Wiener and Richardson–Lucy with
 the milder kernel ``(1 − mix)·k̂ + mix·δ`` of ``classical_valid``'s estimate, for each
 ``--motion-models`` and ``--mixes``, against the blurry frame (paired mean ± 95 % t-CI by frame
-[by sequence], frames worse by > 0.2 dB, the worst frame). Seconds a tree (no DDRM).
+[by sequence], frames worse by > 0.2 dB, the worst frame). Seconds a tree (no DDRM). A source
+``views:SPLIT`` is the corpus eval views of that split validly blurred by seeded camera-shake
+kernels (``--view-kernel-size`` taps, ``scripts/border_models.py views``' defaults otherwise).
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from ddrm_exp.restoration import richardson_lucy_deconvolve, wiener_deconvolve
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
-from border_models import tree_frames  # noqa: E402
+from border_models import tree_frames, view_frames  # noqa: E402
 
 
 def _estimator(overrides: Sequence[str]) -> Any:
@@ -184,7 +186,10 @@ def apply(args: argparse.Namespace) -> None:
 def fallbacks(args: argparse.Namespace) -> None:
     methods = (("wiener", wiener_deconvolve), ("richardson_lucy", richardson_lucy_deconvolve))
     for root in args.roots:
-        frames = tree_frames(Path(root))
+        if root.startswith("views:"):
+            frames = view_frames(root[6:], args.view_kernel_size, 0.5, 1000)
+        else:
+            frames = tree_frames(Path(root))
         gains: dict[tuple[str, str, float], list[float]] = defaultdict(list)
         for model in args.motion_models:
             est = _estimator([*args.est, f"motion_model={model}"])
@@ -229,7 +234,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             p.add_argument("--fallback", default="blurry", choices=("blurry", "wiener"))
             p.add_argument("--mix", type=float, default=0.5, help="the Wiener fallback's mix")
     fb = sub.add_parser("fallbacks")
-    fb.add_argument("roots", nargs="+", help="64x64 bsd_mini trees")
+    fb.add_argument("roots", nargs="+", help="64x64 bsd_mini trees, or views:val / views:test")
+    fb.add_argument("--view-kernel-size", type=int, default=5)
     fb.add_argument("--est", nargs="*", default=[], help="estimator overrides key=value")
     fb.add_argument("--motion-models", nargs="+", default=["free", "line"])
     fb.add_argument("--mixes", type=float, nargs="+", default=[0.0, 0.25, 0.5])
