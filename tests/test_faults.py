@@ -330,9 +330,7 @@ def test_bad_values_fail_before_the_model(
 def test_ctrl_c_says_what_is_kept(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     proc = start(
-        # 6 paced images: seconds of slack for the interrupt on a loaded machine (with 3, a
-        # late poll let the run finish first).
-        ["dataset.split=all", "dataset.limit=6", *SLOW, f"hydra.run.dir={run_dir}"], tmp_path
+        ["dataset.split=all", "dataset.limit=3", *SLOW, f"hydra.run.dir={run_dir}"], tmp_path
     )
     wait_until("the first image", has_records(run_dir, 1), proc)
     os.killpg(proc.pid, signal.SIGINT)
