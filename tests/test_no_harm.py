@@ -129,7 +129,7 @@ def test_pipeline_returns_the_frames_the_rule_keeps(tmp_path: Path) -> None:
     # border=taper: the FFT operator, no dense SVD in a test
     common = blind_bsd(tmp_path / "bsd", "degradation.border=taper")
     strict = [
-        "kernel_estimator.no_harm.min_agreement=0.99999",
+        "kernel_estimator.no_harm.min_agreement=1.01",  # above any NCC: no estimate passes
         "kernel_estimator.no_harm.min_spread=0",
     ]
     runs = {
@@ -153,7 +153,7 @@ def test_pipeline_returns_the_frames_the_rule_keeps(tmp_path: Path) -> None:
         assert r["kernel"]["kept"] == "unreliable_kernel"
         assert r["nfe"] == 0  # decided before sampling: the sampler never ran
         assert r["kernel"]["returned"] == "blurry"
-        assert 0 < r["kernel"]["agreement"] < 0.99999
+        assert 0 < r["kernel"]["agreement"] <= 1 + 1e-9
         assert r["restored"]["psnr"] == r["measurement"]["psnr"]
     for method in ("wiener", "richardson_lucy"):
         for r in records[method]:
