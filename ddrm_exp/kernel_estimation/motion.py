@@ -75,6 +75,7 @@ class LineBank:
 
 
 _BANKS: dict[int, LineBank] = {}
+_KERNELS: dict[tuple[int, torch.dtype, torch.device], Tensor] = {}
 
 
 def _bank(size: int) -> LineBank:
@@ -84,11 +85,19 @@ def _bank(size: int) -> LineBank:
     return _BANKS[size]
 
 
+def _bank_kernels(size: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    # The estimator asks every kernel step (tens a frame): convert the bank once, not each time.
+    key = (size, dtype, device)
+    if key not in _KERNELS:
+        _KERNELS[key] = _bank(size).kernels.to(device=device, dtype=dtype)
+    return _KERNELS[key]
+
+
 def best_line(gram: Tensor, rhs: Tensor, size: int) -> Tensor:
     """The segment ``k`` of the bank minimising ``kᵀ gram k - 2 rhsᵀ k``: the least squares
     ``||conv(latent, k) - blurry||²`` (up to a constant) whose normal equations are
     ``gram k = rhs``, over row-major ``(size, size)`` kernels. Returns ``(size, size)`` in
     ``gram``'s dtype and device."""
-    bank = _bank(size).kernels.to(device=gram.device, dtype=gram.dtype)
+    bank = _bank_kernels(size, gram.dtype, gram.device)
     cost = ((bank @ gram) * bank).sum(1) - 2 * (bank @ rhs)
     return bank[int(torch.argmin(cost))].reshape(size, size)
