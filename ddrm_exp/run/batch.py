@@ -216,7 +216,9 @@ def restore_batch(
     if plan is not None and measured is not None:
         part.operator = operator = plan.after_sampling(measured, result)
     restored_metrics = metrics(part, result.x0, x)
-    baseline = torch.zeros_like(x)  # kept frames have no H⁺y: no operator was built for them
+    # Kept frames have no H⁺y (no operator was built for them): zeros, and no metrics.
+    baseline = torch.zeros_like(x)
+    baseline_metrics: list[dict[str, float | None]] = [{} for _ in indices]
     if todo:
         assert operator is not None
         pinv = operator.H_pinv(part.y).reshape(-1, *x.shape[1:])
@@ -224,10 +226,9 @@ def restore_batch(
             baseline = pinv
         else:
             baseline[todo] = pinv
-    baseline_metrics = metrics(part, baseline, x)
-    for j in range(len(indices)):
-        if j not in todo:
-            baseline_metrics[j] = {}
+        scored = metrics(part, baseline, x)
+        for j in todo:
+            baseline_metrics[j] = scored[j]
     return BatchOutcome(
         indices=indices,
         names=names,
