@@ -98,10 +98,16 @@ def _frame_kernel(top: float, left: float, shifts: Sequence[tuple[float, float]]
     """
     y0, x0 = int(round(top)), int(round(left))
     offs = [(int(round(top + dy)) - y0, int(round(left + dx)) - x0) for dy, dx in shifts]
-    r = max(max(abs(a), abs(b)) for a, b in offs)
+    return _kernel_of([(a, b, 1.0 / len(offs)) for a, b in offs])
+
+
+def _kernel_of(taps: Sequence[tuple[int, int, float]]) -> np.ndarray:
+    """The odd-sided kernel of weighted whole-pixel offsets ``(a, b, w)`` from the Sharp crop:
+    ``k[origin - off] += w`` (see :func:`_frame_kernel`), just large enough to hold them."""
+    r = max(max(abs(a), abs(b)) for a, b, _ in taps)
     kernel = np.zeros((2 * r + 1, 2 * r + 1))
-    for a, b in offs:
-        kernel[r - a, r - b] += 1.0 / len(offs)
+    for a, b, w in taps:
+        kernel[r - a, r - b] += w
     return kernel
 
 
@@ -121,20 +127,15 @@ def _subpixel_kernel(top: float, left: float, shifts: Sequence[tuple[float, floa
     """The kernel of a frame averaging the bilinear crops at ``(top + dy, left + dx)``,
     relative to the Sharp crop at the rounded ``(top, left)`` (as :func:`_frame_kernel`)."""
     y0, x0 = int(round(top)), int(round(left))
-    taps: dict[tuple[int, int], float] = {}
+    taps = []
     for dy, dx in shifts:
         fy0, fx0 = math.floor(top + dy), math.floor(left + dx)
         fy, fx = top + dy - fy0, left + dx - fx0
         for a, wy in ((0, 1 - fy), (1, fy)):
             for b, wx in ((0, 1 - fx), (1, fx)):
                 if wy * wx > 0:
-                    off = (fy0 + a - y0, fx0 + b - x0)
-                    taps[off] = taps.get(off, 0.0) + wy * wx / len(shifts)
-    r = max(max(abs(a), abs(b)) for a, b in taps)
-    kernel = np.zeros((2 * r + 1, 2 * r + 1))
-    for (a, b), wgt in taps.items():
-        kernel[r - a, r - b] += wgt
-    return kernel
+                    taps.append((fy0 + a - y0, fx0 + b - x0, wy * wx / len(shifts)))
+    return _kernel_of(taps)
 
 
 def seeded_velocities(
