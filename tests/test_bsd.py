@@ -226,6 +226,26 @@ def test_subpixel_kernels_are_continuous_segments(mini_root: Path, subpixel_root
     assert all(1.5 <= n <= 4.5 for n in lengths) and meta["sequences"]["000"]["blur"] == "subpixel"
 
 
+def test_subpixel_blur_is_centred_on_sharp(subpixel_root: Path) -> None:
+    """Blur is the motion centred on the Sharp crop: each kernel's centre of mass is its origin
+    (a kernel off by a fraction of a pixel is a shift between the pair no deblurring knows)."""
+    for kernels in read_motion(subpixel_root / "BSD_1ms8ms" / "test").values():
+        for k in kernels:
+            r = k.shape[0] // 2
+            yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
+            assert abs((k * yy).sum()) < 1e-9 and abs((k * xx).sum()) < 1e-9
+
+
+def test_mini_cli_motion_range(tmp_path: Path) -> None:
+    out = tmp_path / "mild"
+    args = [str(out), "--sequences", "4", "--frames", "1", "--height", "32", "--width", "32"]
+    assert mini_main([*args, "--motion-seed", "3", "--motion-range", "0.5", "1"]) == 0
+    meta = json.loads((out / "BSD_1ms8ms" / "test" / MOTION_FILE).read_text())
+    lengths = [math.hypot(*seq["velocity"]) for seq in meta["sequences"].values()]
+    assert all(0.5 - 1e-3 <= n <= 1 + 1e-3 for n in lengths)
+    assert mini_main([*args, "--motion-seed", "3", "--motion-range", "2", "1"]) == 2
+
+
 def test_mini_tree_refuses_fractional_whole_pixel_motion(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="subpixel"):
         write_mini_bsd(
