@@ -19,8 +19,10 @@ the same kernel, paired mean ± 95 % t-CI by frame and by sequence.
 
 ``fallbacks``: what each kept frame would return, per tree: Wiener and Richardson–Lucy with
 the milder kernel ``(1 − mix)·k̂ + mix·δ`` of ``classical_valid``'s estimate, for each
-``--motion-models`` and ``--mixes``, against the blurry frame (paired mean ± 95 % t-CI by frame
-[by sequence], frames worse by > 0.2 dB, the worst frame). Seconds a tree (no DDRM). A source
+``--motion-models`` and ``--mixes`` (with ``--min-agreement A``, frames whose crop agreement is
+below ``A`` return the blurry frame, as the rule's unreliable kernels do), against the blurry
+frame (paired mean ± 95 % t-CI by frame [by sequence], frames worse by > 0.2 dB, the worst
+frame). Seconds a tree (no DDRM; a minute with ``--min-agreement``). A source
 ``views:SPLIT`` is the corpus eval views of that split validly blurred by seeded camera-shake
 kernels (``--view-kernel-size`` taps, ``scripts/border_models.py views``' defaults otherwise).
 """
@@ -191,18 +193,28 @@ def fallbacks(args: argparse.Namespace) -> None:
         else:
             frames = tree_frames(Path(root))
         gains: dict[tuple[str, str, float], list[float]] = defaultdict(list)
+        unreliable: dict[str, int] = defaultdict(int)
         for model in args.motion_models:
             est = _estimator([*args.est, f"motion_model={model}"])
             for f in frames:
                 y = f.y[None]
                 k = est.estimate(y).reduce(0.025).to(torch.float64).cpu()[0]
                 blurry = psnr(y, f.x[None])[0]
+                # The rule's unreliable kernel: the frame is returned as it is (gain 0).
+                kept = args.min_agreement > 0 and (
+                    crop_agreement(est, y, k[None], args.crop)[0] < args.min_agreement
+                )
+                unreliable[model] += kept
                 for mix in args.mixes:
                     for name, deconvolve in methods:
                         out = deconvolve(y, fallback_kernel(k, mix), border="reflect")
-                        gains[(model, name, mix)].append(psnr(out, f.x[None])[0] - blurry)
+                        gain = 0.0 if kept else psnr(out, f.x[None])[0] - blurry
+                        gains[(model, name, mix)].append(gain)
         groups = [f.group for f in frames]
         print(f"\n{root}: {len(frames)} frames, {len(set(groups))} sequences\n")
+        if args.min_agreement > 0:
+            print(f"min_agreement {args.min_agreement:g}: frames returned as they are "
+                  f"{dict(unreliable)}\n")  # fmt: skip
         print("| kernel | fallback | mix | − blurry | worse by > 0.2 dB | worst |")
         print("|---|---|---|---|---|---|")
         for (model, name, mix), g in gains.items():
@@ -239,6 +251,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     fb.add_argument("--est", nargs="*", default=[], help="estimator overrides key=value")
     fb.add_argument("--motion-models", nargs="+", default=["free", "line"])
     fb.add_argument("--mixes", type=float, nargs="+", default=[0.0, 0.25, 0.5])
+    fb.add_argument(
+        "--min-agreement",
+        type=float,
+        default=0.0,
+        help="the rule's crop agreement: frames below it are returned as they are (0: off)",
+    )
+    fb.add_argument("--crop", type=float, default=0.75, help="the crop agreement's crop side")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     commands = {"features": features, "choose": choose, "apply": apply, "fallbacks": fallbacks}

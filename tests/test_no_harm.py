@@ -80,10 +80,19 @@ def test_rule_decisions() -> None:
     assert rule.decide(line(5, 3), 0.85) == "unreliable_kernel"
     assert rule.decide(line(5, 2), 0.99) == "mild_blur"  # spread 0.5 px
     assert rule.decide(delta(5), 0.99) == "mild_blur"
+    assert rule.decide(line(5, 2), 0.85) == "unreliable_kernel"  # before its spread
     assert NoHarmRule(min_spread=0.8).decide(line(5, 5), None) is None  # no crops needed
     assert not NoHarmRule(min_spread=0.8).needs_agreement
     with pytest.raises(ValueError, match="agreement"):
         rule.decide(line(5, 3), None)
+
+
+def test_only_mild_blur_returns_the_fallback() -> None:
+    """An unreliable kernel is not used at all: its frame is returned as it is."""
+    rule = NoHarmRule(min_agreement=0.9, fallback="richardson_lucy")
+    assert rule.returns("mild_blur") == "richardson_lucy"
+    assert rule.returns("unreliable_kernel") == "blurry"
+    assert rule.returns("delta_kernel") == "blurry"
 
 
 def test_fallback_kernel_is_milder() -> None:
@@ -124,23 +133,33 @@ def test_delta_mix_blends_the_estimate_with_a_delta() -> None:
 @pytest.mark.slow
 def test_pipeline_returns_the_frames_the_rule_keeps(tmp_path: Path) -> None:
     """dataset=bsd (blurred bsd_mini frames, 64 px): a rule no estimate can pass returns every
-    frame exactly as measured and records why; without the rule they are restored."""
+    frame as measured (an unreliable kernel, whatever the fallback) or by its fallback (mild
+    blur), and records why; without the rule they are restored."""
     write_mini_bsd(tmp_path / "bsd", sequences=1, frames=2, size=(64, 64))
     # border=taper: the FFT operator, no dense SVD in a test
     common = blind_bsd(tmp_path / "bsd", "degradation.border=taper")
-    strict = [
+    unreliable = [
         "kernel_estimator.no_harm.min_agreement=1.01",  # above any NCC: no estimate passes
         "kernel_estimator.no_harm.min_spread=0",
     ]
+    mild = [  # every estimate is milder than 100 px
+        "kernel_estimator.no_harm.min_agreement=0",
+        "kernel_estimator.no_harm.min_spread=100",
+    ]
     runs = {
-        "blurry": [*strict, "kernel_estimator.no_harm.fallback=blurry"],
+        "unreliable": [*unreliable, "kernel_estimator.no_harm.fallback=richardson_lucy"],
+        "blurry": [*mild, "kernel_estimator.no_harm.fallback=blurry"],
         # mix 0: the fallback is Wiener / RL with the very kernel the records' baselines use
         "wiener": [
-            *strict,
+            *mild,
             "kernel_estimator.no_harm.fallback=wiener",
             "kernel_estimator.no_harm.fallback_mix=0",
         ],
-        "richardson_lucy": [*strict, "kernel_estimator.no_harm.fallback_mix=0"],
+        "richardson_lucy": [
+            *mild,
+            "kernel_estimator.no_harm.fallback=richardson_lucy",
+            "kernel_estimator.no_harm.fallback_mix=0",
+        ],
         "off": ["kernel_estimator.no_harm=null"],
     }
     records = {}
@@ -149,14 +168,17 @@ def test_pipeline_returns_the_frames_the_rule_keeps(tmp_path: Path) -> None:
         lines = (tmp_path / name / "results.jsonl").read_text().splitlines()
         records[name] = [json.loads(line) for line in lines]
         assert len(records[name]) == 2
-    for r in records["blurry"]:
-        assert r["kernel"]["kept"] == "unreliable_kernel"
-        assert r["nfe"] == 0  # decided before sampling: the sampler never ran
-        assert r["kernel"]["returned"] == "blurry"
+    for name, kept in (("unreliable", "unreliable_kernel"), ("blurry", "mild_blur")):
+        for r in records[name]:
+            assert r["kernel"]["kept"] == kept
+            assert r["nfe"] == 0  # decided before sampling: the sampler never ran
+            assert r["kernel"]["returned"] == "blurry"
+            assert r["restored"]["psnr"] == r["measurement"]["psnr"]
+    for r in records["unreliable"]:
         assert 0 < r["kernel"]["agreement"] <= 1 + 1e-9
-        assert r["restored"]["psnr"] == r["measurement"]["psnr"]
     for method in ("wiener", "richardson_lucy"):
         for r in records[method]:
+            assert r["kernel"]["kept"] == "mild_blur"
             assert r["kernel"]["returned"] == method
             assert r["restored"]["psnr"] == pytest.approx(r[method]["psnr"], abs=1e-3)
             assert r["restored"]["psnr"] != r["measurement"]["psnr"]
@@ -171,8 +193,8 @@ def test_pipeline_returns_the_frames_the_rule_keeps(tmp_path: Path) -> None:
 def test_default_rule_on_three_to_four_pixel_motion(tmp_path: Path) -> None:
     """The default classical_valid pipeline on bsd_mini frames of continuous 3-4 px motion at
     64 px (one frame per VELOCITIES entry): none is restored by DDRM (no 5-tap estimate reaches
-    min_spread), each gets the Richardson-Lucy fallback or, snapped to a delta, is kept as it
-    is; on average they gain, and no frame loses more than 0.2 dB."""
+    min_spread), each gets the Richardson-Lucy fallback or, with an unreliable or a delta
+    kernel, is kept as it is; on average they gain, and no frame loses more than 0.2 dB."""
     write_mini_bsd(tmp_path / "bsd", sequences=6, frames=1, size=(64, 64), blur="subpixel")
     # border=taper: kept frames do not depend on DDRM's operator
     run_job(blind_bsd(tmp_path / "bsd", "degradation.border=taper"), tmp_path / "run")
@@ -182,7 +204,11 @@ def test_default_rule_on_three_to_four_pixel_motion(tmp_path: Path) -> None:
     gains = []
     for r in records:
         kept, returned = r["kernel"]["kept"], r["kernel"]["returned"]
-        assert (kept, returned) in (("mild_blur", "richardson_lucy"), ("delta_kernel", "blurry"))
+        assert (kept, returned) in (
+            ("mild_blur", "richardson_lucy"),
+            ("unreliable_kernel", "blurry"),
+            ("delta_kernel", "blurry"),
+        )
         assert r["nfe"] == 0 and r["seconds"] == 0.0
         gains.append(r["restored"]["psnr"] - r["measurement"]["psnr"])
     print("gains", [round(g, 2) for g in gains])

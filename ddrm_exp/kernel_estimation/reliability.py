@@ -73,10 +73,11 @@ class NoHarmRule:
         min_spread: frames whose estimated :func:`kernel_spread` (px) is below this are kept
             (too little blur for the prior to gain); 0: off.
         crop: side of the corner crops as a fraction of the frame's.
-        fallback: what a kept frame returns: ``blurry`` (the frame as it is), ``wiener`` or
-            ``richardson_lucy`` (that deconvolution with the milder kernel ``(1 -
+        fallback: what a frame kept for mild blur returns: ``blurry`` (the frame as it is),
+            ``wiener`` or ``richardson_lucy`` (that deconvolution with the milder kernel ``(1 -
             fallback_mix) * estimate + fallback_mix * delta``: a little sharper and, on
-            validation frames, rarely worse).
+            validation frames, rarely worse). A frame kept for an unreliable kernel always
+            returns the blurry frame: a kernel that is not the frame's blur is not used at all.
         fallback_mix: see ``fallback``.
     """
 
@@ -123,13 +124,18 @@ class NoHarmRule:
         return self.min_agreement > 0
 
     def decide(self, kernel: Tensor, agreement: float | None) -> str | None:
-        """Why the frame is kept as it is (``"mild_blur"``, ``"unreliable_kernel"``), or None
-        to restore it."""
-        if self.min_spread > 0 and kernel_spread(kernel) < self.min_spread:
-            return "mild_blur"
+        """Why the frame is not restored (``"unreliable_kernel"``, ``"mild_blur"``), or None
+        to restore it. An unreliable kernel comes first: its spread says nothing."""
         if self.needs_agreement:
             if agreement is None:
                 raise ValueError("NoHarmRule.decide needs the crop agreement (min_agreement > 0)")
             if agreement < self.min_agreement:
                 return "unreliable_kernel"
+        if self.min_spread > 0 and kernel_spread(kernel) < self.min_spread:
+            return "mild_blur"
         return None
+
+    def returns(self, why: str) -> str:
+        """What a frame kept for ``why`` returns: ``blurry`` for an unreliable kernel (and a
+        delta kernel: nothing to undo), ``fallback`` for mild blur."""
+        return self.fallback if why == "mild_blur" else "blurry"

@@ -321,18 +321,23 @@ class MeasurementPlan:
         raw = reduce(self.assumed.min_coverage) if callable(reduce) else estimate.kernels
         raw = raw.to(torch.float64).cpu().reshape(b, *raw.shape[-2:])
         got = getattr(estimate, "seconds", None)
-        bm.estimation_seconds = [float(s) for s in got] if got else [elapsed / b] * b
+        seconds = [float(s) for s in got] if got else [elapsed / b] * b
         bm.estimates = raw
         rule = self.no_harm
         if rule is not None:
             if rule.needs_agreement:
+                start = time.perf_counter()
                 bm.agreement = crop_agreement(
                     self.estimator, bm.y.reshape(shape), raw, rule.crop, self.assumed.min_coverage
                 )
+                # Four more estimates a frame: the blind plan's cost, so the records count it.
+                extra = (time.perf_counter() - start) / b
+                seconds = [s + extra for s in seconds]
             bm.kept = [
                 rule.decide(raw[j], bm.agreement[j] if bm.agreement is not None else None)
                 for j in range(b)
             ]
+        bm.estimation_seconds = seconds
         return raw
 
     def _measurement_metrics(self, y: Tensor, x: Tensor) -> list[dict[str, float | None]]:
@@ -380,11 +385,11 @@ class MeasurementPlan:
 
     def _kept_frame(self, bm: BatchMeasurement, y: Tensor, j: int, why: str) -> Tensor:
         """What image ``j``, kept by ``why``, returns: the measurement, or the no-harm rule's
-        Wiener / Richardson-Lucy fallback with the milder kernel (not for a delta kernel:
-        nothing to undo)."""
+        Wiener / Richardson-Lucy fallback with the milder kernel (:meth:`NoHarmRule.returns`:
+        only for mild blur, not for a delta or an unreliable kernel)."""
         shape = self.operator.shape
         rule = self.no_harm
-        if rule is None or rule.fallback == "blurry" or why == "delta_kernel":
+        if rule is None or rule.returns(why) == "blurry":
             return y[j].reshape(shape)
         assert bm.estimates is not None  # the rule only judges estimated kernels
         k = rule.fallback_kernel(bm.estimates[j])
@@ -453,9 +458,9 @@ class MeasurementPlan:
         why = bm.kept[j] if bm.kept is not None else None
         if why is None:
             return "restored"
-        if why == "delta_kernel" or self.no_harm is None:
+        if self.no_harm is None:
             return "blurry"
-        return self.no_harm.fallback
+        return self.no_harm.returns(why)
 
 
 def _operator_of(bm: BatchMeasurement, j: int) -> HFunctions | None:
