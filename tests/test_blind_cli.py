@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -24,6 +25,7 @@ from ddrm_exp.degradations.fft_blur import FFTBlur
 from ddrm_exp.degradations.kernels2d import motion_kernel
 from ddrm_exp.errors import ConfigError
 from ddrm_exp.report import write_table
+from ddrm_exp.run.summary import summary_extras
 from ddrm_exp.runner import format_summary
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -149,8 +151,14 @@ def test_real_blur_with_estimated_kernels(bsd_root: Path, tmp_path: Path) -> Non
         cwd=tmp_path,
     )
     assert "kernel s (estimated)" in proc.stdout
+    assert "restored − measurement, paired" in proc.stdout
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["kernel"]["estimation_seconds"]["mean"] > 0
+    assert summary["kernel"]["returned"] == {"restored": 2}
+    gains = [r["restored"]["psnr"] - r["measurement"]["psnr"] for r in read_results(run_dir)]
+    paired = summary["vs_measurement"]
+    assert paired["psnr"]["n"] == 2 and paired["psnr"]["mean"] == pytest.approx(sum(gains) / 2)
+    assert paired["worse"] == sum(g < -0.2 for g in gains) and paired["worst"] == min(gains)
     for r in read_results(run_dir):
         info = r["kernel"]
         assert info["estimator"] == "classical" and info["estimation_seconds"] > 0
@@ -161,6 +169,33 @@ def test_real_blur_with_estimated_kernels(bsd_root: Path, tmp_path: Path) -> Non
         assert k.shape == (9, 9) and abs(k.sum() - 1) < 1e-9
         assert np.linalg.matrix_rank(k, tol=1e-10) == 1
         assert np.isfinite(r["restored"]["psnr"]) and np.isfinite(r["baseline"]["psnr"])
+
+
+def test_summary_counts_frames_worse_than_their_measurement_and_what_each_returned() -> None:
+    def record(restored: float | None, measured: float, returned: str) -> dict[str, Any]:
+        return {
+            "restored": {"psnr": restored},
+            "measurement": {"psnr": measured},
+            "kernel": {"assumed": "estimated", "returned": returned},
+        }
+
+    records = [
+        record(30.0, 29.0, "restored"),
+        record(28.7, 29.0, "richardson_lucy"),  # 0.3 dB below: worse
+        record(28.9, 29.0, "richardson_lucy"),  # 0.1 dB below: within the bar
+        record(29.0, 29.0, "blurry"),
+        record(None, 29.0, "restored"),  # infinite PSNR: not a difference
+    ]
+    extras = summary_extras(records)
+    paired = extras["vs_measurement"]
+    assert paired["psnr"]["n"] == 4
+    assert paired["psnr"]["mean"] == pytest.approx((1.0 - 0.3 - 0.1 + 0.0) / 4)
+    assert (paired["worse"], paired["worst"]) == (1, pytest.approx(-0.3))
+    assert extras["kernel"]["returned"] == {"blurry": 1, "restored": 2, "richardson_lucy": 2}
+    text = format_summary({"count": 5, "nfe": 0, "seconds_per_image": 0.0, "nfe_per_s": None,
+                           "restored": {}, "baseline": {}, **extras})  # fmt: skip
+    assert "1 of 4 below it by > 0.2 dB (worst -0.30)" in text
+    assert "returned: blurry 1, restored 2, richardson_lucy 2" in text
 
 
 def test_in_loop_kernel_estimation(bsd_root: Path, tmp_path: Path) -> None:

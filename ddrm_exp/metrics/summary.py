@@ -16,6 +16,9 @@ from scipy import stats
 
 # Below this many values format_stat lists them instead of a CI.
 MIN_N_FOR_CI = 5
+# An image this far below its measurement (PSNR, dB) counts as made worse: the bar the blind
+# deblurring runs, tables and summaries count frames against.
+WORSE_THAN_DB = 0.2
 
 CI_NOTE = (
     "± is the half-width of the 95 % confidence interval of the mean (Student t, n − 1 "

@@ -112,6 +112,9 @@ class RunSummary(TypedDict, total=False):
     restored: dict[str, Stat]
     baseline: dict[str, Stat]
     measurement: dict[str, Stat]
+    # restored - measurement PSNR paired by image, and how many images end below their
+    # measurement by more than worse_than_db (blind and real-blur runs: the blurry frame)
+    vs_measurement: dict[str, Any]
     kernel: dict[str, Any]
     temporal: dict[str, Any]
     sequences: Any

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
-from ddrm_exp.metrics.summary import CI_NOTE, format_stat, mean_ci
+from ddrm_exp.metrics.summary import CI_NOTE, WORSE_THAN_DB, format_stat, mean_ci
 from ddrm_exp.report.records import RunSummary, encode
 from ddrm_exp.run.setup import Setup
 
@@ -114,7 +115,17 @@ def format_summary(summary: dict[str, Any]) -> str:
     measured = (summary.get("measurement") or {}).get("psnr")
     if measured and measured.get("mean") is not None:
         lines.append(f"  psnr   of the measurement itself {format_stat(measured, 3):>18s}")
+    paired = summary.get("vs_measurement") or {}
+    if paired.get("psnr") and paired["psnr"].get("mean") is not None:
+        lines.append(
+            f"  psnr   restored − measurement, paired {format_stat(paired['psnr'], 3)}; "
+            f"{paired['worse']} of {paired['psnr']['n']} below it by > "
+            f"{paired['worse_than_db']:g} dB (worst {paired['worst']:+.2f})"
+        )
     kernel = summary.get("kernel") or {}
+    if kernel.get("returned") and set(kernel["returned"]) != {"restored"}:
+        counts = ", ".join(f"{k} {v}" for k, v in kernel["returned"].items())
+        lines.append(f"  returned: {counts} (records' kernel.returned; restored = by the sampler)")
     for key, label, digits in (("ncc", "kernel NCC", 3), ("estimation_seconds", "kernel s", 3)):
         stat = kernel.get(key)
         if stat and stat.get("mean") is not None:
@@ -140,12 +151,30 @@ def summary_extras(records: list[dict[str, Any]]) -> dict[str, Any]:
     if with_m:
         keys = sorted({k for m in with_m for k in m})
         out["measurement"] = {k: mean_ci(m.get(k) for m in with_m) for k in keys}
+        # Paired by image: whether restoring beat doing nothing, and where it did not.
+        gains = [
+            r["restored"]["psnr"] - r["measurement"]["psnr"]
+            for r in records
+            if isinstance(r.get("measurement"), dict)
+            and r["measurement"].get("psnr") is not None
+            and r.get("restored", {}).get("psnr") is not None
+        ]
+        if gains:
+            out["vs_measurement"] = {
+                "psnr": mean_ci(gains),
+                "worse_than_db": WORSE_THAN_DB,
+                "worse": sum(g < -WORSE_THAN_DB for g in gains),
+                "worst": min(gains),
+            }
     kernels = [r["kernel"] for r in records if isinstance(r.get("kernel"), dict)]
     if kernels:
+        returned = Counter(str(k["returned"]) for k in kernels if k.get("returned"))
         out["kernel"] = {
             "assumed": kernels[0].get("assumed"),
             "estimator": kernels[0].get("estimator"),
             "ncc": mean_ci(k.get("ncc") for k in kernels),
             "estimation_seconds": mean_ci(k.get("estimation_seconds") for k in kernels),
+            # What the images are: the sampler's ("restored") or the blind plan's fallbacks.
+            "returned": dict(sorted(returned.items())),
         }
     return out

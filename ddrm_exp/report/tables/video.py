@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from ddrm_exp.metrics.summary import CI_NOTE, format_stat, mean_ci
+from ddrm_exp.metrics.summary import CI_NOTE, WORSE_THAN_DB, format_stat, mean_ci
 from ddrm_exp.report.cells import (
     Cell,
     Grouping,
@@ -40,7 +40,7 @@ HEADER = [
     "ΔPSNR vs independent",
     "Δflicker vs independent",
     "− blurry",
-    "frames > 0.2 dB below blurry",
+    f"frames > {WORSE_THAN_DB:g} dB below blurry",
     "restored by",
     "blurry PSNR",
     "Wiener PSNR",
@@ -78,7 +78,6 @@ NEUTRAL = ("device", "num_threads")
 WARM_ONLY = ("warm_scales", "warm_iters")
 # A frame's kernel.returned, as the table names what restored it (None: the sampler).
 RETURNED = {"richardson_lucy": "RL", "wiener": "Wiener", "blurry": "blurry"}
-WORSE_DB = 0.2
 
 
 def _flatten(node: Any, prefix: str) -> dict[str, Any]:
@@ -184,13 +183,13 @@ def _vs_reference(
 
 
 def _vs_blurry(cell: Cell) -> tuple[tuple[Stat, Stat], int]:
-    """Restored − blurry frame (by frame, by sequence), and how many frames lose > WORSE_DB."""
+    """Restored − blurry frame (by frame, by sequence), and how many frames lose > WORSE_THAN_DB."""
     pairs = [
         (r, float(r.values["psnr"]) - float(r.values["measurement_psnr"]))  # type: ignore[arg-type]
         for r in cell.records
         if r.values.get("psnr") is not None and r.values.get("measurement_psnr") is not None
     ]
-    return _differences(pairs), sum(d < -WORSE_DB for _, d in pairs)
+    return _differences(pairs), sum(d < -WORSE_THAN_DB for _, d in pairs)
 
 
 def _format_pair(frames: Stat, sequences: Stat, digits: int = 2) -> str:
