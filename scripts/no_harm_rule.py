@@ -109,16 +109,24 @@ def _join(feature_path: str, psnr_paths: Sequence[str]) -> list[dict[str, Any]]:
 def _rule_psnr(
     rows: list[dict[str, Any]], rule: NoHarmRule, key: str, arm: str
 ) -> tuple[list[float], int]:
-    """Each frame's PSNR under ``rule`` (DDRM's ``arm`` or the fallback), and how many kept."""
+    """Each frame's PSNR under ``rule`` (DDRM's ``arm``, the blurry frame for an unreliable
+    kernel, the fallback for mild blur: :meth:`NoHarmRule.returns`), and how many kept."""
     out, kept = [], 0
     fallback = "blurry" if rule.fallback == "blurry" else f"wiener{rule.fallback_mix:g}"
     for r in rows:
-        keep = (rule.min_spread > 0 and r["spread"] < rule.min_spread) or (
-            rule.min_agreement > 0 and r[key] < rule.min_agreement
-        )
-        kept += keep
-        out.append((r["psnr"]["blurry"] if fallback == "blurry" else r[fallback]) if keep else
-                   r["psnr"][arm])  # fmt: skip
+        if rule.min_agreement > 0 and r[key] < rule.min_agreement:
+            why: str | None = "unreliable_kernel"
+        elif rule.min_spread > 0 and r["spread"] < rule.min_spread:
+            why = "mild_blur"
+        else:
+            why = None
+        kept += why is not None
+        if why is None:
+            out.append(r["psnr"][arm])
+        elif rule.returns(why) == "blurry":
+            out.append(r["psnr"]["blurry"])
+        else:
+            out.append(r[fallback])
     return out, kept
 
 
