@@ -25,7 +25,7 @@ from ddrm_exp.degradations.fft_blur import FFTBlur
 from ddrm_exp.degradations.kernels2d import motion_kernel
 from ddrm_exp.errors import ConfigError
 from ddrm_exp.report import write_table
-from ddrm_exp.run.summary import summary_extras
+from ddrm_exp.run.summary import infinite_psnr_note, summary_extras
 from ddrm_exp.runner import format_summary
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -196,6 +196,22 @@ def test_summary_counts_frames_worse_than_their_measurement_and_what_each_return
                            "restored": {}, "baseline": {}, **extras})  # fmt: skip
     assert "1 of 4 below it by > 0.2 dB (worst -0.30)" in text
     assert "returned: blurry 1, restored 2, richardson_lucy 2" in text
+
+
+def test_infinite_psnr_note_says_why() -> None:
+    """A sharp frame returned as it is equals the original: the note says so, not 'denoise'."""
+    sharp = {
+        "restored": {"psnr": None},
+        "baseline": {},
+        "measurement": {"psnr": None},
+        "kernel": {"returned": "blurry"},
+    }
+    note = infinite_psnr_note([sharp, sharp], 0.0)
+    assert note is not None and "2 of 2" in note and "no blur" in note and "denoise" not in note
+    denoised = {"restored": {"psnr": 40.0}, "baseline": {"psnr": None}}
+    note = infinite_psnr_note([denoised], 0.0)
+    assert note is not None and "denoise" in note
+    assert infinite_psnr_note([{"restored": {"psnr": 30.0}}], 0.0) is None
 
 
 def test_in_loop_kernel_estimation(bsd_root: Path, tmp_path: Path) -> None:

@@ -76,15 +76,41 @@ def infinite_psnr_note(records: list[dict[str, Any]], sigma_y: float) -> str | N
             parts.append(f"{label} equals the original exactly for {exact} of {len(records)}")
     if not parts:
         return None
-    why = (
-        "with σ_y=0 and an invertible H (denoise) the measurement is the image itself, so H⁺y "
-        "recovers it without error"
-        if sigma_y == 0
-        else "its error is zero"
-    )
+    exact_records = [
+        r for r in records if any(r.get(p, {}).get("psnr", 0.0) is None for p in _SCORED)
+    ]
+    if all(_unblurred_frame_returned(r) for r in exact_records):
+        why = (
+            "the measured frame is the original itself (no blur), and the blind plan returned "
+            "it as it is"
+        )
+    elif sigma_y == 0:
+        why = (
+            "with σ_y=0 and an invertible H (denoise) the measurement is the image itself, so "
+            "H⁺y recovers it without error"
+        )
+    else:
+        why = "its error is zero"
     return (
         f"PSNR is infinite where {' and '.join(parts)} image(s): {why}. Infinite values are "
         "stored as null and left out of the PSNR mean and n."
+    )
+
+
+_SCORED = ("baseline", "restored")
+
+
+def _unblurred_frame_returned(record: dict[str, Any]) -> bool:
+    """A frame whose measurement equals the original (infinite PSNR: a sharp frame) and which
+    the blind plan returned unrestored."""
+    measurement = record.get("measurement")
+    kernel = record.get("kernel")
+    return (
+        isinstance(measurement, dict)
+        and "psnr" in measurement
+        and measurement["psnr"] is None
+        and isinstance(kernel, dict)
+        and kernel.get("returned") == "blurry"
     )
 
 
