@@ -114,12 +114,7 @@ def _rule_psnr(
     out, kept = [], 0
     fallback = "blurry" if rule.fallback == "blurry" else f"wiener{rule.fallback_mix:g}"
     for r in rows:
-        if rule.min_agreement > 0 and r[key] < rule.min_agreement:
-            why: str | None = "unreliable_kernel"
-        elif rule.min_spread > 0 and r["spread"] < rule.min_spread:
-            why = "mild_blur"
-        else:
-            why = None
+        why = rule.judge(r["spread"], r[key])
         kept += why is not None
         if why is None:
             out.append(r["psnr"][arm])

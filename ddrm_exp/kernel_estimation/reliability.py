@@ -125,13 +125,18 @@ class NoHarmRule:
 
     def decide(self, kernel: Tensor, agreement: float | None) -> str | None:
         """Why the frame is not restored (``"unreliable_kernel"``, ``"mild_blur"``), or None
-        to restore it. An unreliable kernel comes first: its spread says nothing."""
+        to restore it (:meth:`judge` of the kernel's spread)."""
+        return self.judge(kernel_spread(kernel), agreement)
+
+    def judge(self, spread: float, agreement: float | None) -> str | None:
+        """:meth:`decide` from the estimate's spread (px) and crop agreement. An unreliable
+        kernel comes first: its spread says nothing."""
         if self.needs_agreement:
             if agreement is None:
                 raise ValueError("NoHarmRule.decide needs the crop agreement (min_agreement > 0)")
             if agreement < self.min_agreement:
                 return "unreliable_kernel"
-        if self.min_spread > 0 and kernel_spread(kernel) < self.min_spread:
+        if self.min_spread > 0 and spread < self.min_spread:
             return "mild_blur"
         return None
 

@@ -69,16 +69,14 @@ def build_summary(
 def infinite_psnr_note(records: list[dict[str, Any]], sigma_y: float) -> str | None:
     """Why a PSNR reads n/a: an exact reconstruction has an infinite PSNR, which JSON stores as
     null and the means leave out (restorations are checked finite, so null means infinite)."""
-    parts = []
+    parts, exact_records = [], []
     for part, label in (("baseline", "H⁺y"), ("restored", "the restoration")):
-        exact = sum(1 for r in records if r.get(part, {}).get("psnr", 0.0) is None)
+        exact = [r for r in records if r.get(part, {}).get("psnr", 0.0) is None]
         if exact:
-            parts.append(f"{label} equals the original exactly for {exact} of {len(records)}")
+            parts.append(f"{label} equals the original exactly for {len(exact)} of {len(records)}")
+            exact_records += exact
     if not parts:
         return None
-    exact_records = [
-        r for r in records if any(r.get(p, {}).get("psnr", 0.0) is None for p in _SCORED)
-    ]
     if all(_unblurred_frame_returned(r) for r in exact_records):
         why = (
             "the measured frame is the original itself (no blur), and the blind plan returned "
@@ -95,9 +93,6 @@ def infinite_psnr_note(records: list[dict[str, Any]], sigma_y: float) -> str | N
         f"PSNR is infinite where {' and '.join(parts)} image(s): {why}. Infinite values are "
         "stored as null and left out of the PSNR mean and n."
     )
-
-
-_SCORED = ("baseline", "restored")
 
 
 def _unblurred_frame_returned(record: dict[str, Any]) -> bool:
