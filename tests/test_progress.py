@@ -40,7 +40,8 @@ def test_not_on_a_terminal_it_logs_the_nfe_done(caplog: pytest.LogCaptureFixture
             for step in range(1, 4):
                 progress(step, 3)
     lines = [r.getMessage() for r in caplog.records]
-    assert lines[0].startswith("job ddrm: batch 1, 1 of 3 NFE done")
+    assert lines[0] == "job ddrm: batch 1, 1 of 3 NFE done (first step)"  # no rate yet
+    assert lines[1].startswith("job ddrm: batch 1, 2 of 3 NFE done (") and "NFE/s)" in lines[1]
     assert "batch 2, 3 of 3 NFE done" in lines[-1] and len(lines) == 6
     assert progress.batches == 2
 

@@ -68,9 +68,15 @@ class StepProgress:
             self._started = now
         if now - self._last >= self.interval:
             # Off a terminal the runner's batch bar is hidden too: the end of a batch is told here.
-            rate = done / max(now - self._started, 1e-9)
+            # The rate counts the steps after the first, whose end is the only start seen
+            # (a rate at step 1 divided by no time at all).
+            rate = (
+                f"{(done - 1) / max(now - self._started, 1e-9):.2f} NFE/s"
+                if done > 1
+                else "first step"
+            )
             log.info(
-                "%s: batch %d, %d of %d NFE done (%.2f NFE/s)",
+                "%s: batch %d, %d of %d NFE done (%s)",
                 self.desc,
                 self.batches + 1,
                 done,
