@@ -19,7 +19,12 @@ from torch import Tensor
 from ddrm_exp.datasets.bsd_mini import write_mini_bsd
 from ddrm_exp.errors import ConfigError
 from ddrm_exp.kernel_estimation import ClassicalEstimator, KernelEstimate
-from ddrm_exp.kernel_estimation.reliability import NoHarmRule, corner_crops, crop_agreement
+from ddrm_exp.kernel_estimation.reliability import (
+    NoHarmRule,
+    corner_crops,
+    crop_agreement,
+    noise_sigma,
+)
 
 
 def delta(size: int) -> Tensor:
@@ -95,6 +100,48 @@ def test_only_mild_blur_returns_the_fallback() -> None:
     assert rule.returns("delta_kernel") == "blurry"
 
 
+def test_noisy_frames_take_the_noisy_fallback() -> None:
+    """A mild-blur frame whose noise estimate reaches noisy_sigma gets the noisy fallback and
+    its mix; an unreliable kernel is still not used, noisy or not."""
+    rule = NoHarmRule(
+        min_agreement=0.9,
+        fallback="richardson_lucy",
+        fallback_mix=0.5,
+        noisy_sigma=0.01,
+        noisy_fallback="wiener",
+        noisy_fallback_mix=0.0,
+    )
+    assert rule.needs_noise
+    assert rule.returns("mild_blur", 0.005) == "richardson_lucy"
+    assert rule.returns("mild_blur", 0.01) == "wiener"
+    assert rule.returns("unreliable_kernel", 0.05) == "blurry"
+    k = line(5, 3)
+    assert torch.allclose(rule.fallback_kernel(k, 0.005), 0.5 * k + 0.5 * delta(5))
+    assert torch.equal(rule.fallback_kernel(k, 0.02), k)
+    with pytest.raises(ValueError, match="noise level"):
+        rule.returns("mild_blur")
+    off = NoHarmRule(fallback="richardson_lucy")
+    assert not off.needs_noise and off.returns("mild_blur") == "richardson_lucy"
+    assert not rule.samples(0.5)  # sample_sigma 0: off
+    sampling = NoHarmRule(noisy_sigma=0.005, noisy_fallback="blurry", sample_sigma=0.04)
+    assert [sampling.samples(n) for n in (0.0, 0.039, 0.04)] == [False, False, True]
+    assert sampling.returns("mild_blur", 0.02) == "blurry"
+    assert NoHarmRule(sample_sigma=0.04).needs_noise
+
+
+@pytest.mark.parametrize("sigma", [0.005, 0.01, 0.02, 0.05])
+def test_noise_sigma_reads_added_white_noise(sigma: float) -> None:
+    """On a smooth (blurred) image the estimate is the added noise's std in [0, 1] units (the
+    unit of noise.sigma_y), within 10 %; without noise it reads next to nothing."""
+    g = torch.Generator().manual_seed(0)
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, 64), torch.linspace(-1, 1, 64), indexing="ij")
+    smooth = torch.stack([0.5 * torch.sin(2 * xx + c) * torch.cos(3 * yy) for c in range(3)])
+    images = smooth[None].repeat(2, 1, 1, 1)
+    noisy = images + 2 * sigma * torch.randn(images.shape, generator=g)
+    assert noise_sigma(noisy) == pytest.approx([sigma, sigma], rel=0.1)
+    assert max(noise_sigma(images)) < 0.001
+
+
 def test_fallback_kernel_is_milder() -> None:
     rule = NoHarmRule(fallback="wiener", fallback_mix=0.25)
     k = line(5, 3)
@@ -117,6 +164,16 @@ def test_rule_config_errors() -> None:
         NoHarmRule.from_config({"fallback": "rl"})
     with pytest.raises(ConfigError, match="fallback_mix"):
         NoHarmRule(fallback_mix=1.5)
+    with pytest.raises(ConfigError, match="noisy_fallback must be one of"):
+        NoHarmRule.from_config({"noisy_fallback": "bm3d"})
+    with pytest.raises(ConfigError, match="noisy_fallback_mix"):
+        NoHarmRule(noisy_fallback_mix=-0.1)
+    with pytest.raises(ConfigError, match="noisy_sigma"):
+        NoHarmRule(noisy_sigma=-0.01)
+    with pytest.raises(ConfigError, match="sample_sigma"):
+        NoHarmRule.from_config({"sample_sigma": "high"})
+    noisy = NoHarmRule.from_config({"noisy_sigma": 0.01, "noisy_fallback": "wiener"})
+    assert noisy == NoHarmRule(noisy_sigma=0.01, noisy_fallback="wiener")
 
 
 def test_delta_mix_blends_the_estimate_with_a_delta() -> None:
@@ -214,3 +271,64 @@ def test_default_rule_on_three_to_four_pixel_motion(tmp_path: Path) -> None:
     print("gains", [round(g, 2) for g in gains])
     assert min(gains) > -0.2
     assert sum(gains) / len(gains) > 0
+
+
+@pytest.mark.slow
+def test_pipeline_gives_noisy_frames_the_noisy_fallback(tmp_path: Path) -> None:
+    """With noise added to the frames, the records carry each frame's noise estimate (near the
+    added sigma_y) and the mild-blur frames return the noisy fallback instead of the other."""
+    write_mini_bsd(tmp_path / "bsd", sequences=2, frames=1, size=(64, 64), blur="subpixel")
+    rule = [
+        "kernel_estimator.no_harm.min_agreement=0",
+        "kernel_estimator.no_harm.min_spread=100",  # every frame is mild blur
+        "kernel_estimator.no_harm.fallback=richardson_lucy",
+        "kernel_estimator.no_harm.noisy_fallback=wiener",
+        "kernel_estimator.no_harm.noisy_fallback_mix=0",
+    ]
+    common = blind_bsd(tmp_path / "bsd", "degradation.border=taper", *rule)
+    for name, sigma, threshold, method in (
+        ("noisy", 0.02, 0.01, "wiener"),
+        ("clean", 0.0, 0.01, "richardson_lucy"),
+    ):
+        extra = [
+            f"noise.sigma_y={sigma}",
+            f"kernel_estimator.no_harm.noisy_sigma={threshold}",
+        ]
+        run_job(common + extra, tmp_path / name)
+        lines = (tmp_path / name / "results.jsonl").read_text().splitlines()
+        for r in map(json.loads, lines):
+            assert r["kernel"]["kept"] == "mild_blur"
+            assert r["kernel"]["returned"] == method
+            assert r["kernel"]["noise_sigma"] == pytest.approx(max(sigma, 0.003), abs=0.004)
+            if method == "wiener":  # mix 0: the very Wiener restoration of the records
+                assert r["restored"]["psnr"] == pytest.approx(r["wiener"]["psnr"], abs=1e-3)
+
+
+@pytest.mark.slow
+def test_pipeline_samples_very_noisy_frames(tmp_path: Path) -> None:
+    """Frames whose noise level reaches sample_sigma go to the sampler whatever their blur (a
+    delta estimate too: denoised); the level is bounded by the assumed sigma_y, so a run that
+    assumes no noise keeps the noise-free rule."""
+    write_mini_bsd(tmp_path / "bsd", sequences=2, frames=1, size=(64, 64), blur="subpixel")
+    common = blind_bsd(
+        tmp_path / "bsd",
+        "degradation.border=taper",
+        "kernel_estimator.no_harm.min_agreement=0",
+        "kernel_estimator.no_harm.sample_sigma=0.04",
+        "noise.sigma_y=0.05",
+    )
+    run_job([*common, "noise.assumed_sigma_y=0.05"], tmp_path / "noisy")
+    run_job([*common, "noise.assumed_sigma_y=0"], tmp_path / "assumes_none")
+    for name in ("noisy", "assumes_none"):
+        lines = (tmp_path / name / "results.jsonl").read_text().splitlines()
+        for r in map(json.loads, lines):
+            k = r["kernel"]
+            if name == "noisy":
+                assert k["noise_sigma"] == pytest.approx(0.05, abs=0.005)
+                assert k["kept"] is None and r["nfe"] > 0
+                assert k["returned"] in ("restored", "denoised")
+                # the prior's denoising gains at this noise
+                assert r["restored"]["psnr"] > r["measurement"]["psnr"]
+            else:
+                assert k["noise_sigma"] == 0.0
+                assert k["kept"] is not None and r["nfe"] == 0

@@ -13,10 +13,12 @@ blur's, makes the frame worse than doing nothing). The run's measurement policy 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
+import numpy as np
 import torch
+from skimage.restoration import estimate_sigma
 from torch import Tensor
 
 from ddrm_exp.degradations._checks import as_float
@@ -24,9 +26,32 @@ from ddrm_exp.degradations.kernels2d import normalized_cross_correlation
 from ddrm_exp.errors import ConfigError
 from ddrm_exp.kernel_estimation.classical import kernel_spread
 
-__all__ = ["FALLBACKS", "NoHarmRule", "corner_crops", "crop_agreement", "fallback_kernel"]
+__all__ = [
+    "FALLBACKS",
+    "NoHarmRule",
+    "corner_crops",
+    "crop_agreement",
+    "fallback_kernel",
+    "noise_sigma",
+]
 
 FALLBACKS = ("blurry", "wiener", "richardson_lucy")
+
+
+def noise_sigma(images: Tensor) -> list[float]:
+    """Each image's white-noise standard deviation in [0, 1] pixel units (``noise.sigma_y``'s),
+    estimated from the image alone: the median absolute finest-scale wavelet coefficient
+    (Donoho & Johnstone 1994, ``skimage.restoration.estimate_sigma``, averaged over channels).
+
+    ``images``: ``(B, C, H, W)`` in [-1, 1]. Blur leaves little signal at the finest scale, so
+    on blurry frames this reads the noise: 8-bit noise-free 64-px frames read 0.0025-0.003,
+    the same frames with ``sigma_y`` 0.01 / 0.02 added 0.010-0.012 / 0.019-0.021.
+    """
+    a = ((images.detach().to("cpu", torch.float64) + 1.0) / 2.0).clamp(0.0, 1.0).numpy()
+    return [
+        float(estimate_sigma(np.moveaxis(img, 0, -1), channel_axis=-1, average_sigmas=True))
+        for img in a
+    ]
 
 
 def corner_crops(images: Tensor, crop: float) -> list[Tensor]:
@@ -79,6 +104,17 @@ class NoHarmRule:
             validation frames, rarely worse). A frame kept for an unreliable kernel always
             returns the blurry frame: a kernel that is not the frame's blur is not used at all.
         fallback_mix: see ``fallback``.
+        noisy_sigma: a mild-blur frame whose noise level is at least this returns
+            ``noisy_fallback`` with ``noisy_fallback_mix`` instead (0: off): deconvolution
+            sharpens the noise with the image. The noise level is the smaller of the frame's
+            own estimate (:func:`noise_sigma`, [0, 1] units) and the level the run assumes
+            (``noise.assumed_sigma_y``): fine texture reads as noise on a clean frame, and a
+            run that assumes none has said there is none.
+        noisy_fallback, noisy_fallback_mix: as ``fallback`` and ``fallback_mix``, for noisy
+            frames.
+        sample_sigma: frames whose noise level is at least this are restored by the sampler
+            whatever their blur (0: off): with their estimate, or, where it is unreliable, with
+            a delta kernel (denoising only). At such noise the prior's denoising is what gains.
     """
 
     min_agreement: float = 0.0
@@ -86,16 +122,24 @@ class NoHarmRule:
     crop: float = 0.75
     fallback: str = "blurry"
     fallback_mix: float = 0.5
+    noisy_sigma: float = 0.0
+    noisy_fallback: str = "wiener"
+    noisy_fallback_mix: float = 0.5
+    sample_sigma: float = 0.0
 
     def __post_init__(self) -> None:
         as_float(self.min_agreement, "kernel_estimator.no_harm.min_agreement", low=0.0)
         as_float(self.min_spread, "kernel_estimator.no_harm.min_spread", low=0.0)
-        if self.fallback not in FALLBACKS:
-            raise ConfigError(
-                f"kernel_estimator.no_harm.fallback must be one of {', '.join(FALLBACKS)}, got "
-                f"{self.fallback!r}."
-            )
-        as_float(self.fallback_mix, "kernel_estimator.no_harm.fallback_mix", low=0.0, high=1.0)
+        as_float(self.noisy_sigma, "kernel_estimator.no_harm.noisy_sigma", low=0.0)
+        as_float(self.sample_sigma, "kernel_estimator.no_harm.sample_sigma", low=0.0)
+        for key in ("fallback", "noisy_fallback"):
+            if getattr(self, key) not in FALLBACKS:
+                raise ConfigError(
+                    f"kernel_estimator.no_harm.{key} must be one of {', '.join(FALLBACKS)}, "
+                    f"got {getattr(self, key)!r}."
+                )
+            mix = f"{key}_mix"
+            as_float(getattr(self, mix), f"kernel_estimator.no_harm.{mix}", low=0.0, high=1.0)
         if not 0.25 <= float(self.crop) < 1.0:
             raise ConfigError(
                 f"kernel_estimator.no_harm.crop must be in [0.25, 1), got {self.crop!r}."
@@ -106,18 +150,45 @@ class NoHarmRule:
         """The rule of a ``no_harm`` config node (a mapping), or None when it is null/empty."""
         if node is None or len(node) == 0:
             return None
-        keys = ("min_agreement", "min_spread", "crop", "fallback", "fallback_mix")
+        keys = [f.name for f in fields(cls)]
         unknown = set(node) - set(keys)
         if unknown:
             raise ConfigError(
                 f"kernel_estimator.no_harm has unknown keys {sorted(unknown)}; use "
                 f"{', '.join(keys)}."
             )
-        return cls(**{k: v if k == "fallback" else float(v) for k, v in node.items()})
+        methods = ("fallback", "noisy_fallback")
+        return cls(
+            **{
+                k: v if k in methods else as_float(v, f"kernel_estimator.no_harm.{k}")
+                for k, v in node.items()
+            }
+        )
 
-    def fallback_kernel(self, kernel: Tensor) -> Tensor:
-        """:func:`fallback_kernel` of ``kernel`` with this rule's ``fallback_mix``."""
-        return fallback_kernel(kernel, self.fallback_mix)
+    @property
+    def needs_noise(self) -> bool:
+        return self.noisy_sigma > 0 or self.sample_sigma > 0
+
+    @staticmethod
+    def _reaches(noise: float | None, threshold: float) -> bool:
+        if threshold <= 0:
+            return False
+        if noise is None:
+            raise ValueError("NoHarmRule needs the frame's noise level (noisy/sample_sigma > 0)")
+        return noise >= threshold
+
+    def is_noisy(self, noise: float | None) -> bool:
+        """Whether a frame of noise level ``noise`` takes the noisy fallback."""
+        return self._reaches(noise, self.noisy_sigma)
+
+    def samples(self, noise: float | None) -> bool:
+        """Whether a frame of noise level ``noise`` is restored by the sampler, kept or not."""
+        return self._reaches(noise, self.sample_sigma)
+
+    def fallback_kernel(self, kernel: Tensor, noise: float | None = None) -> Tensor:
+        """:func:`fallback_kernel` of ``kernel`` with the mix of the frame's fallback."""
+        mix = self.noisy_fallback_mix if self.is_noisy(noise) else self.fallback_mix
+        return fallback_kernel(kernel, mix)
 
     @property
     def needs_agreement(self) -> bool:
@@ -140,7 +211,10 @@ class NoHarmRule:
             return "mild_blur"
         return None
 
-    def returns(self, why: str) -> str:
+    def returns(self, why: str, noise: float | None = None) -> str:
         """What a frame kept for ``why`` returns: ``blurry`` for an unreliable kernel (and a
-        delta kernel: nothing to undo), ``fallback`` for mild blur."""
-        return self.fallback if why == "mild_blur" else "blurry"
+        delta kernel: nothing to undo), for mild blur ``fallback``, or ``noisy_fallback``
+        when its estimated noise ``noise`` reaches ``noisy_sigma``."""
+        if why != "mild_blur":
+            return "blurry"
+        return self.noisy_fallback if self.is_noisy(noise) else self.fallback

@@ -36,7 +36,8 @@ class KernelInfo(TypedDict, total=False):
     estimation_seconds: float | None
     kept: str | None  # why the frame was returned as it is (no-harm rule, delta kernel); None
     agreement: float | None  # the no-harm rule's crop agreement of the estimate
-    returned: str | None  # restored | blurry | wiener (the no-harm rule's fallback)
+    noise_sigma: float | None  # the no-harm rule's noise estimate of the frame ([0, 1] units)
+    returned: str | None  # restored | blurry | wiener | richardson_lucy (the no-harm rule's)
     file: str | None
 
 

@@ -64,7 +64,12 @@ from ddrm_exp.degradations.kernels2d import normalized_cross_correlation
 from ddrm_exp.degradations.noise import add_measurement_noise
 from ddrm_exp.degradations.valid_blur import TaperedFFTBlur
 from ddrm_exp.errors import ConfigError
-from ddrm_exp.kernel_estimation.reliability import NoHarmRule, crop_agreement
+from ddrm_exp.kernel_estimation.reliability import (
+    NoHarmRule,
+    crop_agreement,
+    fallback_kernel,
+    noise_sigma,
+)
 from ddrm_exp.metrics.image import psnr, ssim
 from ddrm_exp.restoration.classical import (
     classical_metrics,
@@ -114,6 +119,12 @@ class BatchMeasurement:
     # (keep_sharp), "mild_blur" or "unreliable_kernel" (the no-harm rule).
     kept: list[str | None] | None = None
     agreement: list[float] | None = None  # the no-harm rule's crop agreement of each estimate
+    # The no-harm rule's noise level of each frame: min(its own estimate, the assumed σ_y).
+    noise: list[float] | None = None
+    # Frames the rule sends to the sampler for their noise (NoHarmRule.sample_sigma), and of
+    # those the ones restored with a delta kernel (denoised only: their estimate unreliable).
+    noise_sampled: list[bool] | None = None
+    denoised: list[bool] | None = None
     # The measurement as it came, where the operator changed y (edge tapering): kept frames
     # are returned as they came, not tapered.
     untapered: Tensor | None = None
@@ -143,6 +154,7 @@ class MeasurementPlan:
         use_ssim: bool,
         in_loop: bool = False,
         no_harm: NoHarmRule | None = None,
+        sigma_assumed: float = 0.0,
     ) -> None:
         self.operator = operator
         self.assumed = operator if isinstance(operator, AssumedBlur) else None
@@ -157,6 +169,8 @@ class MeasurementPlan:
         # Which estimated frames are returned blurry rather than restored (kernel_estimator's
         # no_harm node; None: all are restored, but keep_sharp's delta kernels).
         self.no_harm = no_harm
+        # The noise level the sampler assumes: the no-harm rule's bound on a frame's noise.
+        self.sigma_assumed = float(sigma_assumed)
 
     @classmethod
     def build(
@@ -170,6 +184,7 @@ class MeasurementPlan:
         estimator_name: str,
         data_name: str,
         use_ssim: bool,
+        sigma_assumed: float = 0.0,
     ) -> MeasurementPlan | None:
         """Check the combination of dataset, degradation, sampler and kernel estimator; cheap
         (it reads the first item only and builds the estimator, not the model)."""
@@ -203,6 +218,7 @@ class MeasurementPlan:
             use_ssim=use_ssim,
             in_loop=wants_estimate and in_loop,
             no_harm=no_harm if estimates else None,
+            sigma_assumed=sigma_assumed,
         )
         # Wiener/RL see the borders the data has: circular where it was blurred circularly
         # (this plan's true_kernel, bsd_synthetic's default), else a symmetric extension.
@@ -337,8 +353,29 @@ class MeasurementPlan:
                 rule.decide(raw[j], bm.agreement[j] if bm.agreement is not None else None)
                 for j in range(b)
             ]
+            if rule.needs_noise:
+                bm.noise = [min(n, self.sigma_assumed) for n in noise_sigma(bm.y.reshape(shape))]
+                raw = self._sample_noisy(bm, raw)
         bm.estimation_seconds = seconds
         return raw
+
+    def _sample_noisy(self, bm: BatchMeasurement, raw: Tensor) -> Tensor:
+        """The rule's noisy frames go to the sampler, kept or not; an unreliable estimate is
+        replaced by a delta there (the sampler denoises only). Returns the kernels to use."""
+        assert self.no_harm is not None and bm.noise is not None and bm.kept is not None
+        bm.noise_sampled = [self.no_harm.samples(n) for n in bm.noise]
+        bm.denoised = [False] * len(bm.noise)
+        used = raw
+        for j, noisy in enumerate(bm.noise_sampled):
+            if not noisy:
+                continue
+            if bm.kept[j] == "unreliable_kernel":
+                if used is raw:
+                    used = raw.clone()
+                used[j] = fallback_kernel(raw[j], 1.0)  # the delta of the same size
+                bm.denoised[j] = True
+            bm.kept[j] = None
+        return used
 
     def _measurement_metrics(self, y: Tensor, x: Tensor) -> list[dict[str, float | None]]:
         """The trivial baseline: the measurement itself as the restoration (the blurry frame)."""
@@ -354,8 +391,11 @@ class MeasurementPlan:
         if self.assumed is None or not self.assumed.keep_sharp or bm.kernels is None:
             return
         kept = bm.kept or [None] * len(bm.kernels)
+        # A frame sent to the sampler for its noise is denoised, delta kernel or not.
+        noisy = bm.noise_sampled or [False] * len(bm.kernels)
         bm.kept = [
-            "delta_kernel" if is_delta(k) else why for k, why in zip(bm.kernels, kept, strict=True)
+            "delta_kernel" if is_delta(k) and not n else why
+            for k, why, n in zip(bm.kernels, kept, noisy, strict=True)
         ]
 
     def after_sampling(self, bm: BatchMeasurement, result: SampleResult) -> HFunctions | None:
@@ -389,12 +429,14 @@ class MeasurementPlan:
         only for mild blur, not for a delta or an unreliable kernel)."""
         shape = self.operator.shape
         rule = self.no_harm
-        if rule is None or rule.returns(why) == "blurry":
+        noise = bm.noise[j] if bm.noise is not None else None
+        method = "blurry" if rule is None else rule.returns(why, noise)
+        if method == "blurry":
             return y[j].reshape(shape)
-        assert bm.estimates is not None  # the rule only judges estimated kernels
-        k = rule.fallback_kernel(bm.estimates[j])
+        assert rule is not None and bm.estimates is not None  # the rule judges estimates only
+        k = rule.fallback_kernel(bm.estimates[j], noise)
         image = y[j].reshape(1, *shape)
-        deconvolve = wiener_deconvolve if rule.fallback == "wiener" else richardson_lucy_deconvolve
+        deconvolve = wiener_deconvolve if method == "wiener" else richardson_lucy_deconvolve
         return deconvolve(image, k, border=self.classical_border)[0].to(y)
 
     def record(
@@ -432,6 +474,7 @@ class MeasurementPlan:
             "kept": bm.kept[j] if bm.kept is not None else None,
             "returned": self._returned(bm, j),
             "agreement": bm.agreement[j] if bm.agreement is not None else None,
+            "noise_sigma": bm.noise[j] if bm.noise is not None else None,
             "file": None,
         }
         if bm.estimates is not None and true is not None and bm.rank1_errors[j] is not None:
@@ -457,10 +500,12 @@ class MeasurementPlan:
         restoration is."""
         why = bm.kept[j] if bm.kept is not None else None
         if why is None:
-            return "restored"
+            noisy = bm.noise_sampled is not None and bm.noise_sampled[j]
+            delta = bm.kernels is not None and is_delta(bm.kernels[j])
+            return "denoised" if noisy and delta else "restored"
         if self.no_harm is None:
             return "blurry"
-        return self.no_harm.returns(why)
+        return self.no_harm.returns(why, bm.noise[j] if bm.noise is not None else None)
 
 
 def _operator_of(bm: BatchMeasurement, j: int) -> HFunctions | None:

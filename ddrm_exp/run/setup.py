@@ -244,6 +244,9 @@ def setup(cfg: DictConfig, ctx: RunContext) -> Setup:
     node = cfg.get("kernel_estimator")
     estimator_name = estimator_choice(node, choices.get("kernel_estimator"))
     sampler = build_sampler(cfg, estimator_name)
+    sigma_y = float(cfg.noise.sigma_y)
+    assumed = cfg.noise.get("assumed_sigma_y")
+    sigma_assumed = sigma_y if assumed is None else float(assumed)
     plan = MeasurementPlan.build(
         dataset,
         operator,
@@ -253,6 +256,7 @@ def setup(cfg: DictConfig, ctx: RunContext) -> Setup:
         estimator_name=estimator_name,
         data_name=f"dataset={choices['dataset']}" if "dataset" in choices else "this dataset",
         use_ssim=bool((cfg.get("metrics") or {}).get("ssim", True)),
+        sigma_assumed=sigma_assumed,
     )
     acceleration = Acceleration(
         str(cfg.get("precision", "fp32")),
@@ -260,8 +264,6 @@ def setup(cfg: DictConfig, ctx: RunContext) -> Setup:
         bool(cfg.get("compile", False)),
     )
     check_supported(acceleration, device)
-    sigma_y = float(cfg.noise.sigma_y)
-    assumed = cfg.noise.get("assumed_sigma_y")
     fingerprint, ids = config_hash(cfg), dataset_input_ids(dataset)
     if not cfg.overwrite:
         # Results of other input images at the same indices are refused here, for both tasks.
@@ -275,7 +277,7 @@ def setup(cfg: DictConfig, ctx: RunContext) -> Setup:
         sampler=sampler,
         acceleration=acceleration,
         sigma_y=sigma_y,
-        sigma_assumed=sigma_y if assumed is None else float(assumed),
+        sigma_assumed=sigma_assumed,
         fingerprint=fingerprint,
         input_ids=ids,
         options=RunOptions.of(cfg, plan),
