@@ -456,6 +456,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         p = sub.add_parser(name)
         if name == "tree":
             p.add_argument("root", help="a bsd_mini tree written at 64x64 (has motion.json)")
+            p.add_argument(
+                "--sigma-y", type=float, default=0.0, help="white noise added to the frames"
+            )
         if name == "tune":
             p.add_argument("--tree", help="a validation bsd_mini tree (64x64) to tune on too")
             p.add_argument("--pad", type=int, default=9, help="kernels padded to this size")
@@ -493,6 +496,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "tree":
         frames = tree_frames(Path(args.root))
+        if args.sigma_y > 0:  # as noise.sigma_y adds it: [0, 1] units, seeded
+            g = torch.Generator().manual_seed(args.seed)
+            noise = torch.randn(frames.y.shape, generator=g, dtype=frames.y.dtype)
+            frames.y = frames.y + 2.0 * args.sigma_y * noise
+            frames.describe += f", white noise σ {args.sigma_y:g} added"
     else:
         frames = synthetic_frames(
             args.split, args.size, args.intensity, args.blur, args.sigma_y, args.seed

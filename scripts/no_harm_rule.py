@@ -41,10 +41,16 @@ import torch
 import yaml
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
+from torch import Tensor
 
 from ddrm_exp.degradations.kernels2d import normalized_cross_correlation
 from ddrm_exp.kernel_estimation.classical import kernel_spread
-from ddrm_exp.kernel_estimation.reliability import NoHarmRule, crop_agreement, fallback_kernel
+from ddrm_exp.kernel_estimation.reliability import (
+    NoHarmRule,
+    crop_agreement,
+    fallback_kernel,
+    noise_sigma,
+)
 from ddrm_exp.metrics import format_stat, mean_ci
 from ddrm_exp.metrics.image import psnr
 from ddrm_exp.restoration import richardson_lucy_deconvolve, wiener_deconvolve
@@ -188,42 +194,70 @@ def apply(args: argparse.Namespace) -> None:
     print(f"\nkernel NCC {format_stat(mean_ci(ncc), 3)}")
 
 
+def _noisy(frame_y: Tensor, sigma: float, seed: int) -> Tensor:
+    """``frame + σ z`` in [-1, 1] (``σ`` in [0, 1] units, as ``noise.sigma_y`` adds it)."""
+    if sigma == 0:
+        return frame_y
+    g = torch.Generator().manual_seed(seed)
+    return frame_y + 2.0 * sigma * torch.randn(frame_y.shape, generator=g, dtype=frame_y.dtype)
+
+
 def fallbacks(args: argparse.Namespace) -> None:
     methods = (("wiener", wiener_deconvolve), ("richardson_lucy", richardson_lucy_deconvolve))
+    out = Path(args.jsonl).open("w") if args.jsonl else None
     for root in args.roots:
         if root.startswith("views:"):
             frames = view_frames(root[6:], args.view_kernel_size, 0.5, 1000)
         else:
             frames = tree_frames(Path(root))
-        gains: dict[tuple[str, str, float], list[float]] = defaultdict(list)
-        unreliable: dict[str, int] = defaultdict(int)
-        for model in args.motion_models:
-            est = _estimator([*args.est, f"motion_model={model}"])
-            for f in frames:
-                y = f.y[None]
-                k = est.estimate(y).reduce(0.025).to(torch.float64).cpu()[0]
-                blurry = psnr(y, f.x[None])[0]
-                # The rule's unreliable kernel: the frame is returned as it is (gain 0).
-                kept = args.min_agreement > 0 and (
-                    crop_agreement(est, y, k[None], args.crop)[0] < args.min_agreement
-                )
-                unreliable[model] += kept
-                for mix in args.mixes:
-                    for name, deconvolve in methods:
-                        out = deconvolve(y, fallback_kernel(k, mix), border="reflect")
-                        gain = 0.0 if kept else psnr(out, f.x[None])[0] - blurry
-                        gains[(model, name, mix)].append(gain)
-        groups = [f.group for f in frames]
-        print(f"\n{root}: {len(frames)} frames, {len(set(groups))} sequences\n")
-        if args.min_agreement > 0:
-            print(f"min_agreement {args.min_agreement:g}: frames returned as they are "
-                  f"{dict(unreliable)}\n")  # fmt: skip
-        print("| kernel | fallback | mix | − blurry | worse by > 0.2 dB | worst |")
-        print("|---|---|---|---|---|---|")
-        for (model, name, mix), g in gains.items():
-            worse = sum(v < -0.2 for v in g)
-            print(f"| {model} | {name} | {mix:g} | {_ci(g, groups)} | {worse}/{len(g)} | "
-                  f"{min(g):+.2f} |")  # fmt: skip
+        frames = frames[:: args.stride]
+        for sigma in args.noise:
+            gains: dict[tuple[str, str, float], list[float]] = defaultdict(list)
+            unreliable: dict[str, int] = defaultdict(int)
+            sig_hat: list[float] = []
+            for model in args.motion_models:
+                est = _estimator([*args.est, f"motion_model={model}"])
+                for i, f in enumerate(frames):
+                    y = _noisy(f.y[None], sigma, args.seed * 100003 + i)
+                    k = est.estimate(y).reduce(0.025).to(torch.float64).cpu()[0]
+                    blurry = psnr(y, f.x[None])[0]
+                    agreement = (
+                        crop_agreement(est, y, k[None], args.crop)[0]
+                        if args.min_agreement > 0
+                        else None
+                    )
+                    # The rule's unreliable kernel: the frame is returned as it is (gain 0).
+                    kept = agreement is not None and agreement < args.min_agreement
+                    unreliable[model] += kept
+                    rec: dict[str, Any] = {
+                        "root": root, "name": f.name, "group": f.group, "motion_model": model,
+                        "sigma": sigma, "noise_sigma": noise_sigma(y)[0],
+                        "agreement": agreement, "spread": kernel_spread(k), "blurry": blurry,
+                    }  # fmt: skip
+                    sig_hat.append(rec["noise_sigma"])
+                    for mix in args.mixes:
+                        for name, deconvolve in methods:
+                            restored = deconvolve(y, fallback_kernel(k, mix), border="reflect")
+                            value = psnr(restored, f.x[None])[0]
+                            rec[f"{name}{mix:g}"] = value
+                            gains[(model, name, mix)].append(0.0 if kept else value - blurry)
+                    if out is not None:
+                        out.write(json.dumps(rec) + "\n")
+                        out.flush()
+            groups = [f.group for f in frames]
+            print(f"\n{root}: {len(frames)} frames, {len(set(groups))} sequences, noise σ "
+                  f"{sigma:g} added (estimated {sum(sig_hat) / len(sig_hat):.4f})\n")  # fmt: skip
+            if args.min_agreement > 0:
+                print(f"min_agreement {args.min_agreement:g}: frames returned as they are "
+                      f"{dict(unreliable)}\n")  # fmt: skip
+            print("| kernel | fallback | mix | − blurry | worse by > 0.2 dB | worst |")
+            print("|---|---|---|---|---|---|")
+            for (model, name, mix), g in gains.items():
+                worse = sum(v < -0.2 for v in g)
+                print(f"| {model} | {name} | {mix:g} | {_ci(g, groups)}"
+                      f" | {worse}/{len(g)} | {min(g):+.2f} |")  # fmt: skip
+    if out is not None:
+        out.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -261,6 +295,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="the rule's crop agreement: frames below it are returned as they are (0: off)",
     )
     fb.add_argument("--crop", type=float, default=0.75, help="the crop agreement's crop side")
+    fb.add_argument(
+        "--noise",
+        type=float,
+        nargs="+",
+        default=[0.0],
+        help="white noise σ added to the frames ([0, 1] units, as noise.sigma_y), one pass each",
+    )
+    fb.add_argument("--seed", type=int, default=0, help="the added noise's seed")
+    fb.add_argument("--stride", type=int, default=1, help="every N-th frame only")
+    fb.add_argument("--jsonl", default=None, help="write every frame's numbers here")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     commands = {"features": features, "choose": choose, "apply": apply, "fallbacks": fallbacks}
