@@ -25,6 +25,16 @@ frame (paired mean ± 95 % t-CI by frame [by sequence], frames worse by > 0.2 dB
 frame). Seconds a tree (no DDRM; a minute with ``--min-agreement``). A source
 ``views:SPLIT`` is the corpus eval views of that split validly blurred by seeded camera-shake
 kernels (``--view-kernel-size`` taps, ``scripts/border_models.py views``' defaults otherwise).
+
+    OMP_NUM_THREADS=1 python scripts/no_harm_rule.py fallbacks TREE ... --noise 0 0.005 0.02 \
+        --motion-models line --mixes 0.5 --min-agreement 0.9 --jsonl sel.jsonl
+    python scripts/no_harm_rule.py noise sel.jsonl --thresholds 0.004 0.0045 0.005
+
+``noise``: the rule's noisy band from ``fallbacks --jsonl`` rows: a frame whose noise level,
+``min(noise_sigma, assumed σ_y)`` (the added σ; ``--assumed-clean`` for rows with none added),
+reaches the threshold is returned as it is, the others get Richardson–Lucy with mix 0.5 (or
+the blurry frame for an unreliable kernel); per source and noise level: mean gain over the
+blurry frame / frames worse by > 0.2 dB.
 """
 
 from __future__ import annotations
@@ -260,6 +270,33 @@ def fallbacks(args: argparse.Namespace) -> None:
         out.close()
 
 
+def noise_bands(args: argparse.Namespace) -> None:
+    rows = [json.loads(line) for p in args.jsonl for line in Path(p).read_text().splitlines()]
+    cells: dict[tuple[str, float], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        cells[(Path(r["root"]).name or r["root"], r["sigma"])].append(r)
+    keys = sorted(cells)
+
+    def gain(r: dict[str, Any], threshold: float) -> float:
+        if r["agreement"] is not None and r["agreement"] < args.min_agreement:
+            return 0.0
+        level = min(r["noise_sigma"], r["sigma"] if r["sigma"] > 0 else args.assumed_clean)
+        return 0.0 if level >= threshold else r[f"richardson_lucy{args.mix:g}"] - r["blurry"]
+
+    print("| noisy_sigma | " + " | ".join(f"{k[0]} σ {k[1]:g}" for k in keys) + " | worse | mean |")
+    print("|---" * (len(keys) + 3) + "|")
+    for threshold in args.thresholds:
+        out, worse, every = [], 0, []
+        for k in keys:
+            g = [gain(r, threshold) for r in cells[k]]
+            w = sum(v < -0.2 for v in g)
+            worse += w
+            every += g
+            out.append(f"{sum(g) / len(g):+.2f} / {w}")
+        mean = sum(every) / len(every)
+        print(f"| {threshold:g} | " + " | ".join(out) + f" | {worse} | {mean:+.3f} |")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -305,9 +342,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     fb.add_argument("--seed", type=int, default=0, help="the added noise's seed")
     fb.add_argument("--stride", type=int, default=1, help="every N-th frame only")
     fb.add_argument("--jsonl", default=None, help="write every frame's numbers here")
+    nb = sub.add_parser("noise")
+    nb.add_argument("jsonl", nargs="+", help="fallbacks --jsonl files")
+    nb.add_argument("--thresholds", type=float, nargs="+", default=[0.004, 0.0045, 0.005, 0.006])
+    nb.add_argument("--assumed-clean", type=float, default=0.02, help="assumed σ_y, no noise")
+    nb.add_argument("--min-agreement", type=float, default=0.9)
+    nb.add_argument("--mix", type=float, default=0.5, help="the Richardson–Lucy fallback's mix")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    commands = {"features": features, "choose": choose, "apply": apply, "fallbacks": fallbacks}
+    commands = {
+        "features": features,
+        "choose": choose,
+        "apply": apply,
+        "fallbacks": fallbacks,
+        "noise": noise_bands,
+    }
     commands[args.cmd](args)
     return 0
 
