@@ -122,6 +122,10 @@ def test_restored_by_counts_the_frames_a_fallback_returned(tmp_path: Path) -> No
     ]
     row = table_row(video_table(write_run(tmp_path / "i", lines)), "| temporal", "| independent")
     assert row["restored by"] == "RL 2, ddrm 1"
+    # a noisy frame the sampler denoised with a delta kernel is named as such
+    lines[1] = frame_line(1, "000", 31.0, 30.0, "independent", returned="denoised")
+    row = table_row(video_table(write_run(tmp_path / "d", lines)), "| temporal", "| independent")
+    assert row["restored by"] == "RL 1, ddrm δ-kernel 1, ddrm 1"
     assert row["NFE / frame"] == "6.7"
 
 

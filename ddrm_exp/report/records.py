@@ -37,7 +37,8 @@ class KernelInfo(TypedDict, total=False):
     kept: str | None  # why the frame was returned as it is (no-harm rule, delta kernel); None
     agreement: float | None  # the no-harm rule's crop agreement of the estimate
     noise_sigma: float | None  # the no-harm rule's noise estimate of the frame ([0, 1] units)
-    returned: str | None  # restored | blurry | wiener | richardson_lucy (the no-harm rule's)
+    # restored | denoised (the sampler with a delta kernel) | blurry | wiener | richardson_lucy
+    returned: str | None
     file: str | None
 
 

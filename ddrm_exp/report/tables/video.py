@@ -76,8 +76,14 @@ RUN_GROUPS = ("dataset", "kernel_estimator")
 # kernel is propagated (nothing starts it warm then).
 NEUTRAL = ("device", "num_threads")
 WARM_ONLY = ("warm_scales", "warm_iters")
-# A frame's kernel.returned, as the table names what restored it (None: the sampler).
-RETURNED = {"richardson_lucy": "RL", "wiener": "Wiener", "blurry": "blurry"}
+# A frame's kernel.returned, as the table names what restored it (None: the sampler;
+# denoised: the sampler with a delta kernel, the no-harm rule's noisy frames).
+RETURNED = {
+    "richardson_lucy": "RL",
+    "wiener": "Wiener",
+    "blurry": "blurry",
+    "denoised": "ddrm δ-kernel",
+}
 
 
 def _flatten(node: Any, prefix: str) -> dict[str, Any]:
