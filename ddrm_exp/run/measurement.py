@@ -121,10 +121,9 @@ class BatchMeasurement:
     agreement: list[float] | None = None  # the no-harm rule's crop agreement of each estimate
     # The no-harm rule's noise level of each frame: min(its own estimate, the assumed σ_y).
     noise: list[float] | None = None
-    # Frames the rule sends to the sampler for their noise (NoHarmRule.sample_sigma), and of
-    # those the ones restored with a delta kernel (denoised only: their estimate unreliable).
+    # Frames the rule sends to the sampler for their noise (NoHarmRule.sample_sigma); those
+    # with a delta kernel are denoised only (records' kernel.returned "denoised").
     noise_sampled: list[bool] | None = None
-    denoised: list[bool] | None = None
     # The measurement as it came, where the operator changed y (edge tapering): kept frames
     # are returned as they came, not tapered.
     untapered: Tensor | None = None
@@ -364,7 +363,6 @@ class MeasurementPlan:
         replaced by a delta there (the sampler denoises only). Returns the kernels to use."""
         assert self.no_harm is not None and bm.noise is not None and bm.kept is not None
         bm.noise_sampled = [self.no_harm.samples(n) for n in bm.noise]
-        bm.denoised = [False] * len(bm.noise)
         used = raw
         for j, noisy in enumerate(bm.noise_sampled):
             if not noisy:
@@ -373,7 +371,6 @@ class MeasurementPlan:
                 if used is raw:
                     used = raw.clone()
                 used[j] = fallback_kernel(raw[j], 1.0)  # the delta of the same size
-                bm.denoised[j] = True
             bm.kept[j] = None
         return used
 
