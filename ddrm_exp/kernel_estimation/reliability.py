@@ -48,8 +48,8 @@ def noise_sigma(images: Tensor, patch: int = 5) -> list[float]:
 
     ``images``: ``(B, C, H, W)`` in [-1, 1]. Fine texture, which a wavelet median reads as
     noise (up to 0.024 on clean 64-px frames of mildly blurred photos), stays out of the
-    smallest eigenvalues: those frames read <= 0.01, most <= 0.004, and ``sigma_y`` 0.005 /
-    0.01 / 0.02 added reads 0.0044-0.009 / 0.008-0.013 / 0.014-0.022 (the selection trees).
+    smallest eigenvalues: those frames read <= 0.0095, median 0.0013, and ``sigma_y`` 0.005 /
+    0.01 / 0.02 added reads 0.0048-0.0077 / 0.0081-0.0128 / 0.0166-0.0223 (the selection trees).
     """
     a = ((images.detach().to("cpu", torch.float64) + 1.0) / 2.0).clamp(0.0, 1.0).numpy()
     out = []

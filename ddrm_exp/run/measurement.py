@@ -128,6 +128,10 @@ class BatchMeasurement:
     # are returned as they came, not tapered.
     untapered: Tensor | None = None
 
+    def noise_of(self, j: int) -> float | None:
+        """Frame ``j``'s noise level for the no-harm rule (None: the rule reads none)."""
+        return self.noise[j] if self.noise is not None else None
+
     @property
     def sampled(self) -> list[int]:
         """The frames the sampler restores: all but the kept ones (decided before sampling)."""
@@ -426,7 +430,7 @@ class MeasurementPlan:
         only for mild blur, not for a delta or an unreliable kernel)."""
         shape = self.operator.shape
         rule = self.no_harm
-        noise = bm.noise[j] if bm.noise is not None else None
+        noise = bm.noise_of(j)
         method = "blurry" if rule is None else rule.returns(why, noise)
         if method == "blurry":
             return y[j].reshape(shape)
@@ -471,7 +475,7 @@ class MeasurementPlan:
             "kept": bm.kept[j] if bm.kept is not None else None,
             "returned": self._returned(bm, j),
             "agreement": bm.agreement[j] if bm.agreement is not None else None,
-            "noise_sigma": bm.noise[j] if bm.noise is not None else None,
+            "noise_sigma": bm.noise_of(j),
             "file": None,
         }
         if bm.estimates is not None and true is not None and bm.rank1_errors[j] is not None:
@@ -502,7 +506,7 @@ class MeasurementPlan:
             return "denoised" if noisy and delta else "restored"
         if self.no_harm is None:
             return "blurry"
-        return self.no_harm.returns(why, bm.noise[j] if bm.noise is not None else None)
+        return self.no_harm.returns(why, bm.noise_of(j))
 
 
 def _operator_of(bm: BatchMeasurement, j: int) -> HFunctions | None:
